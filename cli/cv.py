@@ -1,0 +1,67 @@
+"""`kit cv`: K-fold cross-validation of one model config; prints the run directory last."""
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from cli.common import console, exit_on_bad_input, metrics_table
+from recsys_kit import runs
+from recsys_kit.config import load_config
+from recsys_kit.cv import run_cv
+from recsys_kit.data import load_dataset
+from recsys_kit.errors import DataError
+from recsys_kit.train import resolve_device
+
+
+def cv(
+    data: Annotated[Path, typer.Option(help="Contest-layout folder with train_ratings.csv")],
+    config: Annotated[Optional[Path], typer.Option(help="Model config TOML, e.g. configs/multidae.toml")] = None,
+    folds: Annotated[int, typer.Option(min=2, help="Number of user folds")] = 5,
+    name: Annotated[Optional[str], typer.Option(help="Run name (default: model-timestamp)")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where run directories are created")] = Path("runs"),
+    seed: Annotated[Optional[int], typer.Option(help="Base seed (overrides the config's)")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override, e.g. train.epochs=5")] = None,
+):
+    """Train one model per fold, write OOF and test score matrices and metrics.json."""
+    with exit_on_bad_input():
+        run_config = load_config(config, set_ or [], seed)
+        try:
+            device = resolve_device(device)
+        except ValueError as err:
+            raise DataError(str(err)) from None
+        with console.status("loading data"):
+            dataset = load_dataset(data)
+        console.print(f"[bold]{run_config.model_name}[/] on {data}: {dataset.n_users:,} users, "
+                      f"{dataset.n_items:,} items, {dataset.matrix.nnz:,} interactions "
+                      f"({dataset.summary['duplicates_collapsed']:,} duplicates collapsed), device {device}")
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
+                      transient=False) as progress:
+            folds_task = progress.add_task("folds", total=folds, info="")
+            epoch_task = progress.add_task("epochs", total=run_config.train.epochs, info="", visible=False)
+
+            def on_event(event):
+                kind = event["kind"]
+                if kind == "fold_start":
+                    progress.update(epoch_task, completed=0, visible=run_config.model_name != "popularity",
+                                    description=f"fold {event['fold'] + 1} epochs", info="")
+                elif kind == "epoch":
+                    valid = event.get("valid_recall@10")
+                    info = f"loss {event['loss']:.2f}" + (f"  valid R@10 {valid:.4f}" if valid is not None else "")
+                    progress.update(epoch_task, completed=event["epoch"], info=info)
+                elif kind == "fold_end":
+                    progress.update(folds_task, advance=1,
+                                    info=f"fold {event['fold'] + 1} R@10 {event['recall@10']:.4f}")
+                elif kind == "start" and event["users_without_target"]:
+                    console.print(f"{event['users_without_target']:,} users have too few items for a "
+                                  f"target and are left out of the metrics")
+
+            run_dir = run_cv(dataset, run_config, folds, runs_dir, name=name, device=device, on_event=on_event)
+    metrics = runs.read_json(run_dir / "metrics.json")
+    console.print(metrics_table(metrics, title=f"{run_dir.name}: out-of-fold metrics"))
+    console.print(f"OOF Recall@10 {metrics['recall@10']['mean']:.4f} +- {metrics['recall@10']['std']:.4f}"
+                  f"  ({metrics['wall_seconds']:.0f} s)")
+    typer.echo(str(run_dir))
+

@@ -1,0 +1,84 @@
+"""`kit ensemble RUN RUN ...`: blend `kit cv` runs; prints the ensemble's run directory last."""
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cli.common import console, exit_on_bad_input, metrics_table
+from recsys_kit.ensemble import DEFAULT_NORMALIZE, EnsembleOptions, run_ensemble
+from recsys_kit import runs
+
+STAGES = {"cache": "caching candidates", "fit": "fitting weights", "oof": "blending OOF scores",
+          "test": "blending test scores"}
+
+
+def ensemble(
+    runs_: Annotated[list[Path], typer.Argument(metavar="RUN_DIR...", show_default=False,
+                                                help="Two or more run directories from kit cv (or kit ensemble) "
+                                                     "on the same data, holdout and folds")],
+    name: Annotated[Optional[str], typer.Option(help="Run name (default: ensemble-timestamp)")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where run directories are created")] = Path("runs"),
+    method: Annotated[str, typer.Option(help="fit: weights fitted on OOF Recall@10 | vote: top-N hard "
+                                             "voting | mean: equal weights")] = "fit",
+    normalize: Annotated[str, typer.Option(help="Per-user normalisation before blending: rank | zscore | "
+                                                "softmax | none (vote always uses ranks)")] = DEFAULT_NORMALIZE,
+    seed: Annotated[int, typer.Option(help="Base seed of the half split and the fitting sample")] = 0,
+    top_n: Annotated[int, typer.Option(min=1, help="vote: each member's top-N items get a vote")] = 10,
+    rank_weighted: Annotated[bool, typer.Option(help="vote: weight a vote by its position in the top-N")] = False,
+):
+    """Blend runs on out-of-fold scores; writes OOF and test score matrices and metrics.json."""
+    with exit_on_bad_input():
+        options = EnsembleOptions(method=method, normalize=normalize, seed=seed, top_n=top_n,
+                                  rank_weighted=rank_weighted)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console) as progress:
+            tasks: dict[str, int] = {}
+
+            def on_event(event):
+                kind = event["kind"]
+                if kind == "start":
+                    console.print(f"[bold]{len(event['members'])} runs[/], {event['users']:,} users x "
+                                  f"{event['items']:,} items, method {event['method']}")
+                elif kind == "stage":
+                    tasks[event["stage"]] = progress.add_task(STAGES[event["stage"]], total=event["total"], info="")
+                elif kind == "advance":
+                    info = ("weights " + " ".join(f"{w:.2f}" for w in event["weights"])) if "weights" in event else ""
+                    progress.update(tasks[event["stage"]], advance=1, info=info)
+
+            run_dir = run_ensemble(runs_, runs_dir, name=name, options=options, on_event=on_event)
+        metrics = runs.read_json(run_dir / "metrics.json")
+    console.print(members_table(metrics))
+    console.print(metrics_table(metrics, title=f"{run_dir.name}: out-of-fold metrics of the blend"))
+    half = metrics["holdout_half"]
+    console.print(f"held-out half: Recall@10 {half['recall@10']:.4f}, NDCG@10 {half['ndcg@10']:.4f} "
+                  f"({half['users_evaluated']:,} users); OOF Recall@10 {metrics['recall@10']['mean']:.4f}"
+                  f"  ({metrics['wall_seconds']:.0f} s)")
+    typer.echo(str(run_dir))
+
+
+def members_table(metrics: dict) -> Table:
+    """Members vs the blend on the held-out half B, with the weights."""
+    fitted = metrics["method"] == "fit"
+    table = Table(title=f"{metrics['method']} blend ({metrics['normalize']}): held-out half of the users")
+    table.add_column("run")
+    table.add_column("weight", justify="right")
+    if fitted:
+        table.add_column("weight (half A)", justify="right")
+    table.add_column("Recall@10", justify="right")
+    table.add_column("NDCG@10", justify="right")
+    table.add_column("OOF Recall@10 (all)", justify="right")
+    for member in metrics["members"]:
+        half, oof = member["holdout_half"], member.get("recall@10") or {}
+        row = [member["name"], f"{member['weight']:.3f}"]
+        row += [f"{member['weight_half_a']:.3f}"] if fitted else []
+        table.add_row(*row, f"{half['recall@10']:.4f}", f"{half['ndcg@10']:.4f}",
+                      f"{oof['mean']:.4f}" if "mean" in oof else "")
+    best = max(m["holdout_half"]["recall@10"] for m in metrics["members"])
+    half = metrics["holdout_half"]
+    style = "bold green" if half["recall@10"] > best else "bold red"
+    row = ["[bold]blend", "1.000"] + (["1.000"] if fitted else [])
+    table.add_row(*row, f"[{style}]{half['recall@10']:.4f}", f"[bold]{half['ndcg@10']:.4f}",
+                  f"[bold]{metrics['recall@10']['mean']:.4f}")
+    return table

@@ -1,0 +1,22 @@
+"""The `kit` command: one thin file per command, registered here."""
+import typer
+
+from cli.convert import convert
+from cli.cv import cv
+from cli.ensemble import ensemble
+from cli.submit import submit, validate
+from cli.synth import synth
+from cli.tune import tune
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="recsys-kit: honest K-fold recommenders for top-10 contests.")
+app.command()(synth)
+app.command()(convert)
+app.command()(cv)
+app.command()(tune)
+app.command()(ensemble)
+app.command()(submit)
+app.command()(validate)
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,37 @@
+"""`kit submit` (run -> contest CSV, validated) and `kit validate` (check a CSV)."""
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cli.common import console, exit_on_bad_input
+from recsys_kit import runs
+from recsys_kit.submission import validate_submission, write_submission
+
+
+def submit(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by kit cv or kit ensemble")],
+    out: Annotated[Optional[Path], typer.Option(help="CSV to write (default submissions/<run>.csv)")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing CSV")] = False,
+):
+    """Write the top-10 unseen items per user from the run's test scores."""
+    with exit_on_bad_input():
+        out = out or Path("submissions") / f"{run_dir.name}.csv"
+        with console.status("ranking"):
+            summary = write_submission(run_dir, out, force=force)
+    console.print(f"wrote {summary['rows']:,} rows for {summary['users']:,} users")
+    typer.echo(summary["path"])
+
+
+def validate(
+    csv: Annotated[Path, typer.Argument(help="Submission CSV")],
+    data: Annotated[Path, typer.Option(help="Contest-layout folder the submission is for")],
+):
+    """Check a submission against the contest's rules; exit 1 and list every broken rule."""
+    with exit_on_bad_input():
+        problems = validate_submission(csv, data)
+    if problems:
+        for problem in problems:
+            typer.echo(f"invalid: {problem}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"valid: {csv}")

@@ -1,0 +1,141 @@
+"""`kit tune`: Optuna over the K-fold CV objective; prints the best config file last."""
+from pathlib import Path
+from typing import Annotated, Optional
+
+import optuna
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cli.common import console, exit_on_bad_input
+from recsys_kit.config import load_config
+from recsys_kit.data import load_dataset
+from recsys_kit.errors import DataError
+from recsys_kit.train import resolve_device
+from recsys_kit.tune import TuneOptions, default_search_path, load_search_space, run_tune
+
+
+def tune(
+    data: Annotated[Path, typer.Option(help="Contest-layout folder with train_ratings.csv")],
+    trials: Annotated[int, typer.Option(min=1, help="Finished trials the study should hold, all workers together")],
+    config: Annotated[Optional[Path], typer.Option(help="Base model config TOML, e.g. configs/multidae.toml")] = None,
+    folds: Annotated[int, typer.Option(min=2, help="Number of user folds")] = 5,
+    storage: Annotated[Optional[str], typer.Option(
+        help="Shared study storage: a SQLAlchemy URL (postgresql://user:pass@host/db) or a journal "
+             "file path; default: journal.log in the study directory")] = None,
+    study: Annotated[Optional[str], typer.Option(
+        help="Study name and directory under --runs-dir (default: tune-<config name>); "
+             "the same name resumes the study")] = None,
+    search: Annotated[Optional[Path], typer.Option(
+        help="Search space TOML (default: configs/search/<model>.toml)")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where the study directory lives")] = Path("runs"),
+    seed: Annotated[Optional[int], typer.Option(help="Study seed (overrides the config's): holdout, "
+                                                     "folds, sampler and per-trial seeds")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    pruner_startup: Annotated[int, typer.Option(min=0, help="Complete trials before pruning starts")] = 5,
+    pruner_warmup: Annotated[int, typer.Option(min=0, help="Folds of every trial never pruned")] = 0,
+    keep_scores: Annotated[bool, typer.Option(help="Keep every trial's OOF/test score matrices")] = False,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Base config override, e.g. train.epochs=5")] = None,
+):
+    """Search the model's space (configs/search/<model>.toml) for the best OOF Recall@10."""
+    with exit_on_bad_input():
+        base = load_config(config, set_ or [], seed)
+        space = load_search_space(search or default_search_path(config, base.model_name), base)
+        try:
+            device = resolve_device(device)
+        except ValueError as err:
+            raise DataError(str(err)) from None
+        with console.status("loading data"):
+            dataset = load_dataset(data)
+        options = TuneOptions(trials=trials, folds=folds, study=study, storage=storage, device=device,
+                              pruner_startup=pruner_startup, pruner_warmup=pruner_warmup,
+                              keep_scores=keep_scores)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bars say it better
+        console.print(f"[bold]{base.model_name}[/] on {data}: {dataset.n_users:,} users, {dataset.n_items:,} "
+                      f"items; {len(space.params)} parameters from {space.path}, device {device}")
+        try:
+            result = _run_with_progress(dataset, base, space, options, runs_dir, config)
+        except KeyboardInterrupt:
+            console.print("interrupted: the trial in flight is queued again; rerun the same command to resume")
+            raise typer.Exit(130)
+    console.print(_top_table(result))
+    if result.importances:
+        console.print(_importance_table(result.importances))
+    else:
+        console.print("parameter importances: not enough complete trials yet")
+    for path in result.plots:
+        console.print(f"plot: {path}")
+    if result.plots_note:
+        console.print(result.plots_note, markup=False)
+    counts = result.counts
+    console.print(f"{counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed; "
+                  f"trials table {result.study_dir / 'trials.csv'}")
+    if result.best_config is None:
+        typer.echo("error: no trial completed yet; rerun the command to continue the study", err=True)
+        raise typer.Exit(1)
+    console.print(f"best OOF Recall@10 {result.best_value:.4f} (trial {result.best_trial})")
+    typer.echo(str(result.best_config))
+
+
+def _run_with_progress(dataset, base, space, options, runs_dir, config):
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console) as progress:
+        trials_task = progress.add_task("trials", total=options.trials, info="")
+        folds_task = progress.add_task("folds", total=options.folds, info="", visible=False)
+        best = {"value": None}
+
+        def best_text():
+            return "" if best["value"] is None else f"best R@10 {best['value']:.4f}"
+
+        def on_event(event):
+            kind = event["kind"]
+            if kind == "study":
+                best["value"] = event["best"]
+                verb = "resuming" if event["resumed"] else "starting"
+                console.print(f"{verb} study {event['name']} in {event['study_dir']} (storage {event['storage']})")
+                progress.update(trials_task, completed=event["done"], info=best_text())
+            elif kind == "trial_start":
+                again = f" (re-run of {event['retry_of']})" if event.get("retry_of") is not None else ""
+                progress.update(folds_task, completed=0, visible=True, info="",
+                                description=f"trial {event['number']}{again} folds")
+            elif kind == "fold_end":
+                progress.update(folds_task, completed=event["fold"] + 1,
+                                info=f"fold {event['fold'] + 1} R@10 {event['recall@10']:.4f}")
+            elif kind == "trial_end":
+                best["value"] = event["best"]
+                shown = "pruned" if event["state"] == "PRUNED" else (
+                    f"R@10 {event['value']:.4f}" if event["value"] is not None else event["state"].lower())
+                progress.update(trials_task, completed=event["done"], info=f"{best_text()}  last: {shown}")
+                progress.update(folds_task, visible=False)
+            elif kind == "requeued":
+                console.print(f"trial {event['number']} was left running by a dead worker: queued again")
+            elif kind == "note":
+                console.print(f"note: {event['message']}", markup=False)
+
+        return run_tune(dataset, base, space, options, runs_dir, config_path=config, on_event=on_event)
+
+
+def _top_table(result) -> Table:
+    table = Table(title=f"{result.study_dir.name}: best trials (OOF Recall@10, mean over folds)")
+    table.add_column("trial", justify="right")
+    table.add_column("Recall@10", justify="right")
+    table.add_column("+- std", justify="right")
+    table.add_column("parameters")
+    for row in result.top:
+        params = ", ".join(f"{k}={_short(v)}" for k, v in row["params"].items())
+        std = "" if row["std"] is None else f"{row['std']:.4f}"
+        table.add_row(str(row["number"]), f"{row['value']:.4f}", std, params)
+    return table
+
+
+def _importance_table(importances: dict) -> Table:
+    table = Table(title="parameter importances (fANOVA)")
+    table.add_column("parameter")
+    table.add_column("importance", justify="right")
+    for key, value in importances.items():
+        table.add_row(key, f"{value:.3f}")
+    return table
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

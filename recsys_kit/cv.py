@@ -1,0 +1,166 @@
+"""User K-fold cross-validation: OOF and test score matrices plus metrics, in a run directory.
+
+Fold f's model trains on the INPUT rows of the other folds' users (minus a validation slice
+for early stopping) and scores fold f's users from their input rows, so every OOF row comes
+from the one model that never saw that user, and no hidden item is ever trained on.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys_kit import runs
+from recsys_kit.config import RunConfig
+from recsys_kit.data import Dataset
+from recsys_kit.holdout import Holdout, assign_folds, contest_holdout, derive_seed
+from recsys_kit.metrics import group_breakdown, ndcg_per_user, recall_per_user, summarize
+from recsys_kit.models import build_model
+from recsys_kit.scores import top_k, top_k_chunked
+
+EventCallback = Callable[[dict], None]
+SCORE_CHUNK = 4096  # users scored at once: bounds the dense block a model returns
+
+
+def _notify(on_event: EventCallback | None, kind: str, **payload) -> None:
+    if on_event is not None:
+        on_event({"kind": kind, **payload})
+
+
+def validation_slice(holdout: Holdout, train_users: np.ndarray, config: RunConfig, fold: int):
+    """Carve early-stopping users out of the fold's training users; hold out their tails too."""
+    rng = np.random.default_rng(derive_seed(config.seed, "valid", fold))
+    n_valid = int(round(len(train_users) * config.train.valid_fraction))
+    if n_valid == 0:
+        return train_users, None
+    valid_users = np.sort(rng.choice(train_users, size=n_valid, replace=False))
+    fit_users = np.setdiff1d(train_users, valid_users)
+    inner = contest_holdout(holdout.input[valid_users], holdout.input_times[valid_users],
+                            config.holdout, derive_seed(config.seed, "valid-holdout", fold))
+    keep = inner.has_target
+    if not keep.any():
+        return train_users, None
+    return fit_users, (inner.input[keep], inner.target[keep])
+
+
+def _score_into(model, rows: sp.csr_matrix, out, out_rows: np.ndarray, scale: float = 1.0,
+                accumulate: bool = False) -> None:
+    for start in range(0, rows.shape[0], SCORE_CHUNK):
+        block = model.score(rows[start:start + SCORE_CHUNK])
+        index = out_rows[start:start + SCORE_CHUNK]
+        if accumulate:
+            out[index] += block * scale
+        else:
+            out[index] = block
+
+
+def _fold_metrics(scores: np.ndarray, target: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    best = top_k(scores, 10)
+    return recall_per_user(best, target, 10), ndcg_per_user(best, target, 10)
+
+
+def run_cv(dataset: Dataset, config: RunConfig, folds: int, runs_dir: Path, name: str | None = None,
+           device: str = "cpu", fold_of_user: np.ndarray | None = None,
+           on_event: EventCallback | None = None,
+           on_fold_end: Callable[[int, float], None] | None = None, fit_seed: int | None = None) -> Path:
+    """Run K-fold CV; returns the run directory. `on_fold_end(fold, running_mean)` may raise to stop.
+
+    `fit_seed` replaces `config.seed` for model fitting only (tuning trials), so the holdout, folds
+    and validation users stay those of `config.seed`.
+    """
+    started = time.time()
+    holdout = contest_holdout(dataset.matrix, dataset.times, config.holdout, config.seed)
+    if fold_of_user is None:
+        fold_of_user = assign_folds(dataset.n_users, folds, config.seed)
+    if len(fold_of_user) != dataset.n_users:
+        raise ValueError(f"fold assignment has {len(fold_of_user)} users, data has {dataset.n_users}")
+    folds = int(fold_of_user.max()) + 1
+    run_dir = runs.create_run_dir(runs_dir, name or runs.default_run_name(config.model_name))
+    has_target = holdout.has_target
+    activity = np.diff(holdout.input.indptr)
+    runs.write_text(run_dir / "config.json", config.to_json() + "\n")
+    runs.write_json(run_dir / "environment.json", {**runs.environment(), "device": device})
+    runs.save_npy(run_dir / "folds.npy", fold_of_user)
+    runs.save_npy(run_dir / "user_ids.npy", dataset.user_ids)
+    runs.save_npy(run_dir / "item_ids.npy", dataset.item_ids)
+    runs.save_sparse(run_dir / "holdout_input.npz", holdout.input)
+    runs.save_sparse(run_dir / "holdout_target.npz", holdout.target)
+    data_info = {"fingerprint": dataset.fingerprint(), "holdout_fingerprint": holdout.fingerprint(),
+                 "folds_fingerprint": folds_fingerprint(fold_of_user), "summary": dataset.summary,
+                 "users": dataset.n_users, "items": dataset.n_items,
+                 "users_without_target": int((~has_target).sum())}
+    runs.write_json(run_dir / "data.json", data_info)
+    _notify(on_event, "start", run_dir=str(run_dir), folds=folds, users=dataset.n_users,
+            items=dataset.n_items, users_without_target=int((~has_target).sum()))
+
+    shape = dataset.matrix.shape
+    oof_scores = runs.open_scores(run_dir / "oof_scores.npy", shape)
+    test_scores = runs.open_scores(run_dir / "test_scores.npy", shape)
+    recall = np.full(dataset.n_users, np.nan)
+    ndcg = np.full(dataset.n_users, np.nan)
+    fold_records = []
+    for fold in range(folds):
+        fold_started = time.time()
+        fold_users = np.flatnonzero(fold_of_user == fold)
+        train_users = np.flatnonzero(fold_of_user != fold)
+        fit_users, valid = validation_slice(holdout, train_users, config, fold)
+        _notify(on_event, "fold_start", fold=fold, fit_users=len(fit_users), fold_users=len(fold_users),
+                valid_users=0 if valid is None else valid[0].shape[0], epochs=config.train.epochs)
+        base_seed = config.seed if fit_seed is None else fit_seed
+        model = build_model(config, seed=derive_seed(base_seed, "fit", fold), device=device)
+
+        def on_epoch(record, fold=fold):
+            _notify(on_event, "epoch", fold=fold, **record)
+
+        model.fit(holdout.input[fit_users], dataset.item_features, valid=valid, on_epoch=on_epoch)
+        _score_into(model, holdout.input[fold_users], oof_scores, fold_users)
+        fold_recall, fold_ndcg = _fold_metrics(np.asarray(oof_scores[fold_users]), holdout.target[fold_users])
+        recall[fold_users], ndcg[fold_users] = fold_recall, fold_ndcg
+        _score_into(model, dataset.matrix, test_scores, np.arange(dataset.n_users), 1.0 / folds,
+                    accumulate=True)
+        record = {"fold": fold, "recall@10": summarize(fold_recall), "ndcg@10": summarize(fold_ndcg),
+                  "users_evaluated": int((~np.isnan(fold_recall)).sum()),
+                  "seconds": round(time.time() - fold_started, 2), "model": dict(model.summary)}
+        fold_records.append(record)
+        _notify(on_event, "fold_end", **record)
+        if on_fold_end is not None:
+            on_fold_end(fold, float(np.mean([r["recall@10"] for r in fold_records])))
+
+    runs.finish_scores(run_dir / "oof_scores.npy", oof_scores)
+    runs.finish_scores(run_dir / "test_scores.npy", test_scores)
+    metrics = build_metrics(recall, ndcg, activity, fold_of_user, has_target)
+    metrics.update({"model": config.model_name, "folds_detail": fold_records,
+                    "wall_seconds": round(time.time() - started, 2)})
+    runs.write_json(run_dir / "metrics.json", metrics)
+    _notify(on_event, "end", run_dir=str(run_dir), metrics=metrics)
+    return run_dir
+
+
+def build_metrics(recall: np.ndarray, ndcg: np.ndarray, activity: np.ndarray,
+                  fold_of_user: np.ndarray, has_target: np.ndarray) -> dict:
+    """The metrics.json layout shared by cv and ensemble runs."""
+    folds = int(fold_of_user.max()) + 1
+    out = {}
+    for metric, per_user in (("recall@10", recall), ("ndcg@10", ndcg)):
+        per_fold = [summarize(per_user[fold_of_user == f]) for f in range(folds)]
+        out[metric] = {"mean": float(np.mean(per_fold)), "std": float(np.std(per_fold)),
+                       "folds": per_fold, "pooled": summarize(per_user)}
+        out.setdefault("groups", {})[metric] = group_breakdown(per_user[has_target], activity[has_target])
+    out["users_evaluated"] = int((~np.isnan(recall)).sum())
+    out["users_without_target"] = int((~has_target).sum())
+    return out
+
+
+def evaluate_scores(scores: np.ndarray, target: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Per-user Recall@10 and NDCG@10 of a (memory-mapped) score matrix, chunked."""
+    best = top_k_chunked(scores, 10)
+    return recall_per_user(best, target, 10), ndcg_per_user(best, target, 10)
+
+
+def folds_fingerprint(fold_of_user: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(fold_of_user, dtype=np.int64).tobytes()).hexdigest()[:16]

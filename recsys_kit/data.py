@@ -1,0 +1,191 @@
+"""Contest-layout loading: `train_ratings.csv` (user,item,time) plus optional side files.
+
+Every problem in the input is a DataError naming the file, the line (header = line 1)
+and the fix; the CLI turns it into exit status 2.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recsys_kit.errors import DataError, where
+
+RATINGS_FILE = "train_ratings.csv"
+SIDE_FILES = ("genres", "titles", "years", "directors", "writers")
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+@dataclass
+class Dataset:
+    matrix: sp.csr_matrix  # users x items, float32 ones, duplicates collapsed
+    user_ids: np.ndarray  # original ids, row i <-> user_ids[i], ascending
+    item_ids: np.ndarray  # original ids, column j <-> item_ids[j], ascending
+    times: sp.csr_matrix | None = None  # float64, same sparsity pattern and order as matrix
+    item_features: dict[str, sp.csr_matrix] = field(default_factory=dict)  # name -> items x values
+    feature_values: dict[str, np.ndarray] = field(default_factory=dict)  # name -> value labels
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def n_users(self) -> int:
+        return self.matrix.shape[0]
+
+    @property
+    def n_items(self) -> int:
+        return self.matrix.shape[1]
+
+    def fingerprint(self) -> str:
+        """Hash of ids and interactions: runs on the same data have the same fingerprint."""
+        digest = hashlib.sha256()
+        for array in (self.user_ids, self.item_ids, self.matrix.indptr, self.matrix.indices):
+            digest.update(np.ascontiguousarray(array).astype(np.int64).tobytes())
+        if self.times is not None:
+            digest.update(np.ascontiguousarray(self.times.data).tobytes())
+        return digest.hexdigest()[:16]
+
+
+def from_interactions(users, items, times=None) -> Dataset:
+    """Build a Dataset from parallel id arrays (tests and converters use this too)."""
+    users = np.asarray(users, dtype=np.int64)
+    items = np.asarray(items, dtype=np.int64)
+    times = np.arange(len(users), dtype=np.float64) if times is None else np.asarray(times, np.float64)
+    user_ids, rows = np.unique(users, return_inverse=True)
+    item_ids, cols = np.unique(items, return_inverse=True)
+    # Collapse duplicate (user, item) rows, keeping the latest time: the pair is one event.
+    key = rows.astype(np.int64) * len(item_ids) + cols
+    order = np.lexsort((times, key))
+    key_sorted = key[order]
+    last_of_key = np.r_[key_sorted[1:] != key_sorted[:-1], True]
+    keep = order[last_of_key]
+    duplicates = len(users) - len(keep)
+    shape = (len(user_ids), len(item_ids))
+    # keep is sorted by (row, col) because key is; build CSR directly in that order.
+    indptr = np.zeros(shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows[keep], minlength=shape[0]), out=indptr[1:])
+    indices = cols[keep].astype(np.int32)
+    matrix = sp.csr_matrix((np.ones(len(keep), np.float32), indices, indptr), shape=shape)
+    time_matrix = sp.csr_matrix((times[keep], indices.copy(), indptr.copy()), shape=shape)
+    summary = {"users": shape[0], "items": shape[1], "interactions": int(len(keep)),
+               "duplicates_collapsed": int(duplicates)}
+    return Dataset(matrix, user_ids, item_ids, time_matrix, summary=summary)
+
+
+def _read_table(path: Path, columns: tuple[str, ...], sep: str) -> pd.DataFrame:
+    if not path.exists():
+        raise DataError(f"{path}: file not found; put the contest's {path.name} in that folder")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file; expected a header line {sep.join(columns)!r} and data rows")
+    try:
+        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False,
+                            quoting=3 if sep == "\t" else 0, engine="c")
+    except pd.errors.ParserError as err:
+        line = re.search(r"line (\d+)", str(err))
+        raise DataError(f"{where(path, int(line.group(1)) if line else None)}: cannot parse "
+                        f"({str(err).strip()}); fix that line") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: empty file; expected a header line {sep.join(columns)!r}") from None
+    frame.columns = [c.strip().lower() for c in frame.columns]
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{where(path, 1)}: missing column(s) {missing}; the header must name "
+                        f"{list(columns)} (found {list(frame.columns)})")
+    if len(frame) == 0:
+        raise DataError(f"{path}: no data rows after the header; the file must hold at least one row")
+    return frame
+
+
+def _parse_ids(path: Path, frame: pd.DataFrame, column: str, allow_float: bool = False) -> np.ndarray:
+    text = frame[column].str.strip()
+    values = pd.to_numeric(text, errors="coerce")
+    bad = values.isna().to_numpy().copy()  # pandas 3 hands out read-only arrays
+    if not allow_float:
+        bad |= ~np.isfinite(values.to_numpy(np.float64, na_value=np.nan)) | (values.to_numpy(np.float64, na_value=0) % 1 != 0)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        shown = text.iloc[row]
+        what = "missing" if shown == "" else f"unparsable value {shown!r}"
+        kind = "a number" if allow_float else "an integer"
+        raise DataError(f"{where(path, row + 2)}: {what} in column {column!r}; it must be {kind}")
+    array = values.to_numpy(np.float64 if allow_float else np.int64)
+    if not allow_float and (array < 0).any():
+        row = int(np.flatnonzero(array < 0)[0])
+        raise DataError(f"{where(path, row + 2)}: negative id {array[row]} in column {column!r}; "
+                        f"ids must be >= 0")
+    return array
+
+
+def load_ratings(path: Path) -> Dataset:
+    frame = _read_table(path, ("user", "item", "time"), ",")
+    users = _parse_ids(path, frame, "user")
+    items = _parse_ids(path, frame, "item")
+    times = _parse_ids(path, frame, "time", allow_float=True)
+    return from_interactions(users, items, times)
+
+
+def _multi_hot(items: np.ndarray, values: np.ndarray, dataset: Dataset) -> tuple[sp.csr_matrix, np.ndarray, int]:
+    """items x distinct values (all values of an item, not just the first); unknown items dropped."""
+    col_of = np.searchsorted(dataset.item_ids, items)
+    col_of = np.clip(col_of, 0, dataset.n_items - 1)
+    known = dataset.item_ids[col_of] == items
+    labels, value_index = np.unique(values[known], return_inverse=True)
+    matrix = sp.csr_matrix((np.ones(int(known.sum()), np.float32), (col_of[known], value_index)),
+                           shape=(dataset.n_items, len(labels)))
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    return matrix, labels, int((~known).sum())
+
+
+def load_side_file(path: Path, name: str, dataset: Dataset) -> None:
+    frame = _read_side_frame(path, name)
+    items = _parse_ids(path, frame, "item")
+    values = frame.iloc[:, 1].str.strip().to_numpy(dtype=object)
+    if name == "titles":
+        # Titles become a bag of lower-case word tokens (the year in brackets included).
+        tokens = [_TOKEN.findall(title.lower()) for title in values]
+        items = np.repeat(items, [len(t) for t in tokens])
+        values = np.array([tok for t in tokens for tok in t], dtype=object)
+    empty = values == ""
+    matrix, labels, unknown = _multi_hot(items[~empty], values[~empty].astype(str), dataset)
+    dataset.item_features[name] = matrix
+    dataset.feature_values[name] = labels
+    dataset.summary[f"{name}_rows_unknown_items"] = unknown
+    dataset.summary[f"{name}_values"] = len(labels)
+
+
+def _read_side_frame(path: Path, name: str) -> pd.DataFrame:
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file; expected a header line 'item<TAB>value' and data rows, "
+                        f"or delete the file")
+    frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_filter=False,
+                        quoting=3, engine="c", on_bad_lines="error")
+    frame.columns = [c.strip().lower() for c in frame.columns]
+    if "item" not in frame.columns or frame.shape[1] < 2:
+        raise DataError(f"{where(path, 1)}: the header must be 'item<TAB>{name.rstrip('s')}' "
+                        f"(found {list(frame.columns)}); fix the header")
+    if len(frame) == 0:
+        raise DataError(f"{path}: no data rows after the header; add rows or delete the file")
+    value_column = [c for c in frame.columns if c != "item"][0]
+    return frame[["item", value_column]]
+
+
+def load_dataset(data_dir: Path) -> Dataset:
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir}: not a directory; pass the folder that holds {RATINGS_FILE}")
+    dataset = load_ratings(data_dir / RATINGS_FILE)
+    for name in SIDE_FILES:
+        path = data_dir / f"{name}.tsv"
+        if path.exists():
+            try:
+                load_side_file(path, name, dataset)
+            except pd.errors.ParserError as err:
+                line = re.search(r"line (\d+)", str(err))
+                raise DataError(f"{where(path, int(line.group(1)) if line else None)}: cannot parse "
+                                f"({str(err).strip()}); fix that line") from None
+    dataset.summary["side_files"] = sorted(dataset.item_features)
+    return dataset

@@ -1,0 +1,444 @@
+"""Blends of `kit cv` runs: weights fitted on out-of-fold scores, blended in user chunks.
+
+Every member's OOF row for a user comes from the one fold model that never saw that user, so
+a blend fitted on OOF rows is fitted on honest scores. Two extra guards keep the figure honest:
+  - the weights are first fitted on a seeded half A of the users and scored on half B
+    (`metrics.json` "holdout_half"), then refitted on all users for the final weights;
+  - the search runs on a cache of each member's top candidates for a seeded user sample, and
+    every figure reported is then measured exactly on full blended rows.
+Memory stays flat: score matrices are read a chunk of users at a time through a memmap opened
+for that read only, and written by streaming, so neither the members nor the output ever sit
+in memory (or in the resident set as mapped pages) whole.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys_kit import runs
+from recsys_kit.cv import build_metrics
+from recsys_kit.errors import DataError
+from recsys_kit.holdout import derive_seed
+from recsys_kit.metrics import ndcg_per_user, recall_per_user, summarize
+from recsys_kit.scores import NORMALIZATIONS, blend_blocks, normalize_rows, top_k
+
+EventCallback = Callable[[dict], None]
+METHODS = ("fit", "vote", "mean")
+DEFAULT_NORMALIZE = "zscore"  # beat rank on held-out Recall@10 on ml-1m (see the issue note)
+COPIED = ("data.json", "folds.npy", "user_ids.npy", "item_ids.npy", "holdout_input.npz",
+          "holdout_target.npz")
+K = 10
+
+
+@dataclass(frozen=True)
+class EnsembleOptions:
+    method: str = "fit"  # fit: weights fitted on OOF | vote: top-N hard voting | mean: equal weights
+    normalize: str = DEFAULT_NORMALIZE  # per-user normalisation before blending (vote always ranks)
+    seed: int = 0  # base seed of the half split and the fitting sample
+    top_n: int = 10  # vote: each member's top-N items get a vote
+    rank_weighted: bool = False  # vote: a vote is worth (N - position) / N instead of 1
+    candidates: int = 40  # fit: each member's top-N per user cached for the weight search
+    fit_users: int = 16_000  # fit: users (with a target) sampled for the weight search
+    steps: tuple[float, ...] = (0.2, 0.1, 0.05)  # fit: coordinate-ascent steps, coarse to fine
+    chunk: int = 1024  # users per block: a float32 block is chunk x items x 4 bytes
+
+    def check(self) -> None:
+        if self.method not in METHODS:
+            raise DataError(f"unknown ensemble method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.normalize not in NORMALIZATIONS:
+            raise DataError(f"unknown normalisation {self.normalize!r}; choose one of "
+                            f"{', '.join(NORMALIZATIONS)}")
+        for name in ("top_n", "candidates", "fit_users", "chunk"):
+            if getattr(self, name) < 1:
+                raise DataError(f"ensemble option {name} must be >= 1, got {getattr(self, name)}")
+        if not self.steps or not all(0 < s <= 1 for s in self.steps):
+            raise DataError(f"ensemble steps must lie in (0, 1], got {list(self.steps)}")
+
+
+@dataclass(frozen=True)
+class Member:
+    path: Path
+    data: dict
+    metrics: dict
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def _notify(on_event: EventCallback | None, kind: str, **payload) -> None:
+    if on_event is not None:
+        on_event({"kind": kind, **payload})
+
+
+def _rows(run_dir: Path, name: str, index) -> np.ndarray:
+    """Rows of a score matrix as float32, through a memmap opened for this read alone: the map
+    is dropped on return, so the file pages it touched leave this process's resident set."""
+    return np.array(runs.load_scores(run_dir, name)[index], dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------ compatibility
+
+def check_compatible(run_dirs) -> list[Member]:
+    """The members, or a DataError naming the first run whose OOF rows would not line up."""
+    paths = [Path(p) for p in run_dirs]
+    if len(paths) < 2:
+        raise DataError("a blend needs at least two run directories; pass two or more `kit cv` runs")
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        if not path.is_dir():
+            raise DataError(f"{path}: not a directory; pass run directories written by `kit cv`")
+        if path.resolve() in seen:
+            raise DataError(f"{path}: listed twice (also as {seen[path.resolve()]}); pass each run once")
+        seen[path.resolve()] = path
+    members = [Member(p, runs.read_json(p / "data.json"), runs.read_json(p / "metrics.json")) for p in paths]
+    ref = members[0]
+    ref_arrays = {n: np.load(ref.path / n) for n in ("user_ids.npy", "item_ids.npy", "folds.npy")}
+    for member in members:
+        shape = (member.data["users"], member.data["items"])
+        for name in ("oof_scores.npy", "test_scores.npy"):
+            scores = runs.load_scores(member.path, name)
+            if scores.shape != shape or scores.dtype != np.float32:
+                raise DataError(f"{member.path / name}: {scores.dtype} {scores.shape}, data.json says float32 "
+                                f"{shape}; the run is damaged or unfinished, rerun `kit cv`")
+        if member is ref:
+            continue
+        ids = [what for what, n in (("user ids", "user_ids.npy"), ("item ids", "item_ids.npy"))
+               if not np.array_equal(np.load(member.path / n), ref_arrays[n])]
+        differ = (ids + [what for what, key in (("data fingerprint", "fingerprint"),
+                                                ("holdout", "holdout_fingerprint"))
+                         if member.data.get(key) != ref.data.get(key)])
+        if not np.array_equal(np.load(member.path / "folds.npy"), ref_arrays["folds.npy"]):
+            differ.append("fold assignment")
+        if differ:
+            fix = ("the same --data" if ids or "data fingerprint" in differ else
+                   "the same seed and [holdout] settings" if "holdout" in differ else
+                   "the same --folds and --seed")
+            raise DataError(f"{member.path}: OOF rows do not line up with {ref.path}: {' and '.join(differ)} "
+                            f"differ; rerun `kit cv` for it with {fix} as {ref.path}")
+    return members
+
+
+# ------------------------------------------------------------------------------ weight fitting
+
+@dataclass(frozen=True)
+class CandidateCache:
+    """Per sampled user, the union of the members' top candidates: what a blend's top-10 is
+    (almost always) drawn from, so a weight vector is scored without touching full rows."""
+    scores: np.ndarray  # members x users x candidates, normalised (0 where invalid)
+    valid: np.ndarray  # users x candidates: a real, unseen, not duplicated item
+    hits: np.ndarray  # users x candidates: the item is in the user's target
+    denominator: np.ndarray  # users: min(10, |target|)
+
+    def subset(self, keep: np.ndarray) -> "CandidateCache":
+        return CandidateCache(self.scores[:, keep], self.valid[keep], self.hits[keep], self.denominator[keep])
+
+    def recall(self, weights: np.ndarray) -> float:
+        blended = np.tensordot(np.asarray(weights, np.float32), self.scores, axes=1)
+        blended[~self.valid] = -np.inf
+        k = min(K, blended.shape[1])
+        best = np.argpartition(-blended, k - 1, axis=1)[:, :k]
+        hits = np.take_along_axis(self.hits & self.valid, best, axis=1).sum(axis=1)
+        return float(np.mean(hits / self.denominator))
+
+
+def build_cache(members: list[Member], users: np.ndarray, target: sp.csr_matrix, options: EnsembleOptions,
+                on_step: Callable[[], None] | None = None) -> CandidateCache:
+    """Normalised OOF scores of every member on the union of the members' top candidates."""
+    n_members, n = len(members), options.candidates
+    # All members' blocks are held at once here, so the step shrinks as members grow.
+    step = max(64, options.chunk // n_members)
+    width = n_members * n
+    scores = np.zeros((n_members, len(users), width), dtype=np.float32)
+    valid = np.zeros((len(users), width), dtype=bool)
+    hits = np.zeros((len(users), width), dtype=bool)
+    for start in range(0, len(users), step):
+        index = users[start:start + step]
+        blocks = [normalize_rows(_rows(m.path, "oof_scores.npy", index), options.normalize) for m in members]
+        items = np.sort(np.concatenate([top_k(b, n) for b in blocks], axis=1), axis=1)
+        ok = np.ones(items.shape, dtype=bool)
+        ok[:, 1:] = items[:, 1:] != items[:, :-1]  # the same item picked by two members counts once
+        rows = slice(start, start + len(index))
+        for m, block in enumerate(blocks):
+            picked = np.take_along_axis(block, items, axis=1)
+            ok &= np.isfinite(picked)
+            scores[m, rows] = np.where(np.isfinite(picked), picked, 0)
+        valid[rows] = ok
+        hits[rows] = np.take_along_axis(target[index].toarray() > 0, items, axis=1)
+        if on_step is not None:
+            on_step()
+    denominator = np.minimum(K, np.diff(target.indptr)[users]).astype(np.float64)
+    return CandidateCache(scores, valid, hits, denominator)
+
+
+def fit_weights(objective: Callable[[np.ndarray], float], n_members: int,
+                steps=(0.2, 0.1, 0.05), max_sweeps: int = 10) -> tuple[np.ndarray, float, int]:
+    """Coordinate ascent on the simplex: move one weight, rescale the rest, keep strict gains.
+
+    Deterministic (no sampler to seed) and cheap; Recall@10 is a step function of the weights,
+    which gives a surrogate-model sampler little to learn from at a few hundred evaluations.
+    The first step scans each coordinate's whole line, finer steps look +-1 and +-2 steps away.
+    """
+    memo: dict[tuple, float] = {}
+
+    def score(w: np.ndarray) -> float:
+        key = tuple(np.round(w, 6))
+        if key not in memo:
+            memo[key] = objective(w)
+        return memo[key]
+
+    starts = [np.full(n_members, 1.0 / n_members)] + list(np.eye(n_members))
+    weights = max(starts, key=score)  # first best wins ties: equal weights before any single member
+    best = score(weights)
+    for level, step in enumerate(steps):
+        for _ in range(max_sweeps):
+            improved = False
+            for j in range(n_members):
+                if level == 0:
+                    values = np.linspace(0, 1, int(round(1 / step)) + 1)
+                else:
+                    values = weights[j] + step * np.array([-2, -1, 1, 2])
+                for value in np.clip(values, 0, 1):
+                    candidate = _move(weights, j, float(value))
+                    gain = score(candidate)
+                    if gain > best + 1e-12:
+                        weights, best, improved = candidate, gain, True
+            if not improved:
+                break
+    return weights, best, len(memo)
+
+
+def _move(weights: np.ndarray, j: int, value: float) -> np.ndarray:
+    """weights with w_j = value and the others rescaled to sum to 1 - value."""
+    out = weights.astype(np.float64).copy()
+    rest = 1.0 - out[j]
+    out[j] = 0
+    out = out * ((1.0 - value) / rest) if rest > 1e-12 else np.full(len(out), (1.0 - value) / (len(out) - 1))
+    out[j] = value
+    return out
+
+
+# ------------------------------------------------------------------------------ chunked blending
+
+def blend_chunk(members: list[Member], name: str, index, weights: np.ndarray, options: EnsembleOptions,
+                on_member: Callable[[int, np.ndarray], None] | None = None) -> np.ndarray:
+    """Blends (one per row of the 2-D `weights`) of the members' rows `index`, shape
+    blends x rows x items; members are read and normalised one at a time."""
+    votes: list[np.ndarray] = []
+
+    def blocks(method: str):
+        for m, member in enumerate(members):
+            raw = _rows(member.path, name, index)
+            if on_member is not None:
+                on_member(m, raw)
+            if options.method == "vote":
+                _add_votes(votes, raw, options)
+            yield normalize_rows(raw, method)
+
+    if options.method != "vote":
+        return blend_blocks(blocks(options.normalize), np.atleast_2d(weights))
+    # Votes decide; the mean rank (i.e. the summed rank) breaks ties among equal votes and
+    # orders the unvoted items. It stays below the smallest gap between two vote totals.
+    mean_rank = blend_blocks(blocks("rank"), np.full(len(members), 1.0 / len(members)))
+    gap = 1.0 / options.top_n if options.rank_weighted else 1.0
+    return (votes[0] + np.float32(0.5 * gap) * mean_rank)[None]
+
+
+def _add_votes(votes: list[np.ndarray], raw: np.ndarray, options: EnsembleOptions) -> None:
+    n = min(options.top_n, raw.shape[1])
+    if not votes:
+        votes.append(np.zeros(raw.shape, dtype=np.float32))
+    best = top_k(raw, n)
+    value = (n - np.arange(n, dtype=np.float32)) / n if options.rank_weighted else np.ones(n, np.float32)
+    value = np.where(np.isfinite(np.take_along_axis(raw, best, axis=1)), value, 0)  # never vote for a seen item
+    votes[0][np.arange(len(raw))[:, None], best] += value
+
+
+class _NpyWriter:
+    """A float32 .npy written row block by row block under a temporary name, then renamed.
+
+    Streaming writes instead of a writable memmap: dirty mapped pages count in the resident
+    set until unmapped, which would grow the process to the full matrix size."""
+
+    def __init__(self, path: Path, shape: tuple[int, int]):
+        self.path, self.shape, self.rows = Path(path), shape, 0
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.handle = open(self.tmp, "wb")
+        np.lib.format.write_array_header_1_0(self.handle, {
+            "descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False, "shape": shape})
+
+    def write(self, block: np.ndarray) -> None:
+        np.ascontiguousarray(block, dtype="<f4").tofile(self.handle)
+        self.rows += len(block)
+
+    def finish(self) -> None:
+        self.handle.close()
+        if self.rows != self.shape[0]:
+            raise RuntimeError(f"{self.path}: wrote {self.rows} rows of {self.shape[0]}")
+        os.replace(self.tmp, self.path)
+
+
+def blend_file(members: list[Member], name: str, out: Path, weights: np.ndarray, options: EnsembleOptions,
+               target: sp.csr_matrix | None = None, extra_weights: np.ndarray | None = None,
+               extra_users: np.ndarray | None = None,
+               on_chunk: Callable[[], None] | None = None) -> dict[str, np.ndarray]:
+    """Blend score matrix `name` of the members into `out`, chunk by chunk.
+
+    With `target`: per-user Recall@10 / NDCG@10 of the blend ("recall", "ndcg"), of each member
+    ("member_recall", "member_ndcg", members x users), and of a second blend with
+    `extra_weights` on the rows flagged in `extra_users` ("extra_recall", "extra_ndcg").
+    """
+    n_users, n_items = members[0].data["users"], members[0].data["items"]
+    writer = _NpyWriter(out, (n_users, n_items))
+    weight_rows = np.atleast_2d(weights) if extra_weights is None else np.vstack([weights, extra_weights])
+    per_user = {}
+    if target is not None:
+        per_user = {key: np.full(n_users, np.nan) for key in ("recall", "ndcg", "extra_recall", "extra_ndcg")}
+        per_user["member_recall"] = np.full((len(members), n_users), np.nan)
+        per_user["member_ndcg"] = np.full((len(members), n_users), np.nan)
+    try:
+        for start in range(0, n_users, options.chunk):
+            rows = slice(start, min(start + options.chunk, n_users))
+            chunk_target = target[rows] if target is not None else None
+
+            def on_member(m: int, raw: np.ndarray) -> None:
+                if chunk_target is not None:  # the member's own top-10, as its own run measured it
+                    _score_into(per_user, "member_", raw, chunk_target, (m, rows))
+
+            blends = blend_chunk(members, name, rows, weight_rows, options, on_member)
+            writer.write(blends[0])
+            if chunk_target is not None:
+                _score_into(per_user, "", blends[0], chunk_target, rows)
+                if extra_weights is not None and options.method != "vote":
+                    _score_into(per_user, "extra_", blends[1], chunk_target, rows)
+            del blends
+            if on_chunk is not None:
+                on_chunk()
+        writer.finish()
+    finally:
+        if not writer.handle.closed:
+            writer.handle.close()
+            writer.tmp.unlink(missing_ok=True)
+    if target is not None and extra_users is not None:
+        source = "extra_" if extra_weights is not None and options.method != "vote" else ""
+        for metric in ("recall", "ndcg"):
+            per_user[f"extra_{metric}"] = np.where(extra_users, per_user[f"{source}{metric}"], np.nan)
+    return per_user
+
+
+def _score_into(per_user: dict, prefix: str, block: np.ndarray, target: sp.csr_matrix, where) -> None:
+    best = top_k(block, K)
+    per_user[f"{prefix}recall"][where] = recall_per_user(best, target, K)
+    per_user[f"{prefix}ndcg"][where] = ndcg_per_user(best, target, K)
+
+
+# ------------------------------------------------------------------------------ the run
+
+def split_halves(n_users: int, seed: int) -> np.ndarray:
+    """bool per user: True = half B (scored, never fitted on), False = half A (fitted on)."""
+    rng = np.random.default_rng(derive_seed(seed, "ensemble-half"))
+    half_b = np.zeros(n_users, dtype=bool)
+    half_b[rng.permutation(n_users)[: n_users // 2]] = True
+    return half_b
+
+
+def fit_sample(has_target: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Sorted users (with a target) the weight search looks at; all of them if few enough."""
+    users = np.flatnonzero(has_target)
+    if len(users) > size:
+        users = np.sort(np.random.default_rng(derive_seed(seed, "ensemble-fit")).choice(users, size, replace=False))
+    return users
+
+
+def run_ensemble(run_dirs, runs_dir: Path, name: str | None = None, options: EnsembleOptions = EnsembleOptions(),
+                 on_event: EventCallback | None = None) -> Path:
+    """Blend the runs' OOF and test scores into a new run directory; returns its path."""
+    started = time.time()
+    options.check()
+    members = check_compatible(run_dirs)
+    first = members[0].path
+    target = sp.load_npz(first / "holdout_target.npz").tocsr()
+    activity = np.diff(sp.load_npz(first / "holdout_input.npz").tocsr().indptr)
+    fold_of_user = np.load(first / "folds.npy")
+    n_users, n_members = target.shape[0], len(members)
+    has_target = np.diff(target.indptr) > 0
+    half_b = split_halves(n_users, options.seed)
+    chunks = -(-n_users // options.chunk)
+    _notify(on_event, "start", members=[str(m.path) for m in members], users=n_users,
+            items=target.shape[1], method=options.method, normalize=options.normalize)
+
+    fit_info: dict = {}
+    weights = weights_a = np.full(n_members, 1.0 / n_members)
+    if options.method == "fit":
+        users = fit_sample(has_target, options.fit_users, options.seed)
+        step = max(64, options.chunk // n_members)
+        _notify(on_event, "stage", stage="cache", total=-(-len(users) // step))
+        cache = build_cache(members, users, target, options,
+                            on_step=lambda: _notify(on_event, "advance", stage="cache"))
+        _notify(on_event, "stage", stage="fit", total=2)
+        in_a = ~half_b[users]
+        weights_a, sample_a, evals_a = fit_weights(cache.subset(in_a).recall, n_members, options.steps)
+        _notify(on_event, "advance", stage="fit", weights=weights_a.tolist())
+        weights, sample_all, evals_all = fit_weights(cache.recall, n_members, options.steps)
+        _notify(on_event, "advance", stage="fit", weights=weights.tolist())
+        del cache
+        fit_info = {"users": len(users), "users_half_a": int(in_a.sum()),
+                    "sample_recall@10_half_a": sample_a, "sample_recall@10": sample_all,
+                    "evaluations": evals_a + evals_all}
+
+    run_dir = runs.create_run_dir(runs_dir, name or runs.default_run_name("ensemble"))
+    normalize = "rank" if options.method == "vote" else options.normalize
+    runs.write_json(run_dir / "config.json", {"kind": "ensemble", "members": [str(m.path) for m in members],
+                                              **dataclasses.asdict(options), "normalize": normalize})
+    runs.write_json(run_dir / "environment.json", runs.environment())
+    for file_name in COPIED:
+        tmp = run_dir / (file_name + ".tmp")
+        shutil.copyfile(first / file_name, tmp)
+        os.replace(tmp, run_dir / file_name)
+
+    _notify(on_event, "stage", stage="oof", total=chunks)
+    per_user = blend_file(members, "oof_scores.npy", run_dir / "oof_scores.npy", weights, options, target=target,
+                          extra_weights=weights_a if options.method == "fit" else None, extra_users=half_b,
+                          on_chunk=lambda: _notify(on_event, "advance", stage="oof"))
+    _notify(on_event, "stage", stage="test", total=chunks)
+    blend_file(members, "test_scores.npy", run_dir / "test_scores.npy", weights, options,
+               on_chunk=lambda: _notify(on_event, "advance", stage="test"))
+
+    member_rows = []
+    for m, member in enumerate(members):
+        member_rows.append({
+            "path": str(member.path), "name": member.name, "model": member.metrics.get("model"),
+            "weight": float(weights[m]), "weight_half_a": float(weights_a[m]),
+            "recall@10": _brief(member.metrics.get("recall@10")), "ndcg@10": _brief(member.metrics.get("ndcg@10")),
+            "holdout_half": {"recall@10": summarize(per_user["member_recall"][m][half_b]),
+                             "ndcg@10": summarize(per_user["member_ndcg"][m][half_b])}})
+    metrics = build_metrics(per_user["recall"], per_user["ndcg"], activity, fold_of_user, has_target)
+    metrics.update({
+        "model": "ensemble", "method": options.method, "normalize": normalize,
+        "members": member_rows, "weights": weights.tolist(),
+        "holdout_half": {"recall@10": summarize(per_user["extra_recall"]),
+                         "ndcg@10": summarize(per_user["extra_ndcg"]),
+                         "users_evaluated": int((~np.isnan(per_user["extra_recall"])).sum()),
+                         "weights": weights_a.tolist(), "seed": options.seed,
+                         "note": "weights fitted on half A of the users, scored on half B" if
+                         options.method == "fit" else "no fitting: the same blend, scored on half B"},
+        "fit": fit_info, "wall_seconds": round(time.time() - started, 2)})
+    runs.write_json(run_dir / "ensemble.json", {"members": member_rows, "method": options.method,
+                                                "normalize": normalize, "weights": weights.tolist(),
+                                                "weights_half_a": weights_a.tolist(), "fit": fit_info,
+                                                "options": dataclasses.asdict(options)})
+    runs.write_json(run_dir / "metrics.json", metrics)
+    _notify(on_event, "end", run_dir=str(run_dir), metrics=metrics)
+    return run_dir
+
+
+def _brief(metric: dict | None) -> dict | None:
+    return None if metric is None else {k: metric[k] for k in ("mean", "std") if k in metric}

@@ -1,0 +1,20 @@
+"""Model registry: name -> Recommender class (each class carries its Config dataclass)."""
+from recsys_kit.models.base import Recommender
+from recsys_kit.models.ease import EASE
+from recsys_kit.models.multidae import MultiDAE
+from recsys_kit.models.multidae_side import MultiDAESide
+from recsys_kit.models.multivae import MultiVAE
+from recsys_kit.models.popularity import Popularity
+
+REGISTRY: dict[str, type[Recommender]] = {
+    "popularity": Popularity,
+    "multidae": MultiDAE,
+    "multidae_side": MultiDAESide,
+    "multivae": MultiVAE,
+    "ease": EASE,
+}
+
+
+def build_model(config, seed: int, device: str) -> Recommender:
+    """A fresh model from a RunConfig, seeded per fold by the caller."""
+    return REGISTRY[config.model_name](config.model, config.train, seed=seed, device=device)

@@ -1,0 +1,36 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def shared_data(name: str) -> Path:
+    """A real data set beside the repo; CI always has it, so its absence fails, never skips."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.fail(f"{path} is missing: real-data tests need ../shared/data beside the repository")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    # Two CI cores: keep torch from oversubscribing when pytest runs things back to back.
+    import torch
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    yield
+
+
+def two_cluster_rows(n_users: int = 40, n_items: int = 12, seed: int = 0) -> sp.csr_matrix:
+    """Even users like the first half of the items, odd users the second: an obvious answer."""
+    rng = np.random.default_rng(seed)
+    half = n_items // 2
+    dense = np.zeros((n_users, n_items), dtype=np.float32)
+    for user in range(n_users):
+        block = np.arange(half) + (user % 2) * half
+        dense[user, rng.choice(block, size=half - 2, replace=False)] = 1
+    return sp.csr_matrix(dense)

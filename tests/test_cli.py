@@ -1,0 +1,85 @@
+"""synth -> cv -> submit -> validate through Typer's CliRunner, and the never-overwrite rules."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+
+runner = CliRunner()
+
+
+def kit(*args, code=0):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == code, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def contest(tmp_path_factory):
+    root = tmp_path_factory.mktemp("contest")
+    kit("synth", root / "data", "--users", 300, "--items", 150, "--interactions", 9000, "--seed", 1)
+    return root
+
+
+def test_synth_cv_submit_validate(contest):
+    runs = contest / "runs"
+    result = kit("cv", "--data", contest / "data", "--config", "configs/multidae.toml", "--folds", 3,
+                 "--runs-dir", runs, "--name", "dae", "--set", "train.epochs=4", "--device", "cpu")
+    run_dir = runs / "dae"
+    assert result.stdout.strip().splitlines()[-1] == str(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert len(metrics["recall@10"]["folds"]) == 3 and 0 < metrics["recall@10"]["mean"] <= 1
+    assert metrics["users_evaluated"] > 250
+    assert set(metrics["groups"]["recall@10"]) == {"0-20%", "20-40%", "40-60%", "60-80%", "80-100%"}
+    for name in ("config.json", "environment.json", "folds.npy", "oof_scores.npy", "test_scores.npy"):
+        assert (run_dir / name).exists()
+    assert not list(run_dir.glob("*.tmp"))
+    oof = np.load(run_dir / "oof_scores.npy")
+    assert oof.dtype == np.float32 and not np.isnan(oof).any()
+
+    csv = contest / "sub.csv"
+    assert kit("submit", run_dir, "--out", csv).stdout.strip().splitlines()[-1] == str(csv)
+    frame = pd.read_csv(csv)
+    assert list(frame.columns) == ["user", "item"] and len(frame) == 300 * 10
+    kit("validate", csv, "--data", contest / "data")
+    # The CSV is the user's now: a second submit refuses to replace it.
+    assert "already exists" in kit("submit", run_dir, "--out", csv, code=2).output
+
+    # Same command twice: same folds, same OOF scores, same CSV (on CPU).
+    kit("cv", "--data", contest / "data", "--config", "configs/multidae.toml", "--folds", 3,
+        "--runs-dir", runs, "--name", "dae", "--set", "train.epochs=4", "--device", "cpu")
+    again = runs / "dae-2"  # the first run is never overwritten
+    assert np.array_equal(np.load(run_dir / "folds.npy"), np.load(again / "folds.npy"))
+    assert np.array_equal(oof, np.load(again / "oof_scores.npy"))
+    kit("submit", again, "--out", contest / "sub2.csv")
+    assert (contest / "sub.csv").read_bytes() == (contest / "sub2.csv").read_bytes()
+
+
+def test_validate_names_each_broken_rule(contest, tmp_path):
+    kit("cv", "--data", contest / "data", "--config", "configs/popularity.toml", "--folds", 2,
+        "--runs-dir", tmp_path / "runs", "--name", "pop")
+    good = tmp_path / "good.csv"
+    kit("submit", tmp_path / "runs" / "pop", "--out", good)
+    frame = pd.read_csv(good)
+    history = pd.read_csv(contest / "data" / "train_ratings.csv")
+    seen_item = history.loc[history.user == frame.user.iloc[0], "item"].iloc[0]
+    broken = frame.copy()
+    broken.loc[0, "item"] = seen_item  # a seen item
+    broken.loc[1, "item"] = broken.loc[2, "item"]  # a duplicate
+    broken = broken[broken.user != frame.user.iloc[-1]]  # a missing user
+    bad = tmp_path / "bad.csv"
+    broken.to_csv(bad, index=False)
+    output = kit("validate", bad, "--data", contest / "data", code=1).output
+    assert "already has item" in output
+    assert "twice" in output
+    assert "missing" in output
+    header = tmp_path / "header.csv"
+    frame.rename(columns={"item": "movie"}).to_csv(header, index=False)
+    assert "header must be exactly 'user,item'" in kit("validate", header, "--data", contest / "data", code=1).output
+
+
+def test_synth_refuses_to_overwrite(contest):
+    assert kit("synth", contest / "data", code=2).exit_code == 2

@@ -1,0 +1,92 @@
+"""Loading the contest layout, and every bad-input case: exit 2 and one line naming file and line."""
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from recsys_kit.data import load_dataset
+from recsys_kit.errors import DataError
+
+GOOD = "user,item,time\n11,5,100\n11,7,101\n11,5,102\n14,7,90\n14,9,95\n"
+
+
+def write(folder, name, text):
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text(text)
+    return folder
+
+
+def test_duplicates_collapse_and_ids_map(tmp_path):
+    folder = write(tmp_path / "d", "train_ratings.csv", GOOD)
+    write(folder, "genres.tsv", "item\tgenre\n5\tDrama\n5\tComedy\n9\tDrama\n999\tHorror\n")
+    write(folder, "titles.tsv", "item\ttitle\n5\tToy Story (1995)\n")
+    dataset = load_dataset(folder)
+    assert dataset.user_ids.tolist() == [11, 14] and dataset.item_ids.tolist() == [5, 7, 9]
+    assert dataset.matrix.toarray().tolist() == [[1, 1, 0], [0, 1, 1]]
+    assert dataset.summary["duplicates_collapsed"] == 1
+    assert dataset.times[0, 0] == 102  # the latest time of the collapsed pair
+    genres = dataset.item_features["genres"].toarray()
+    assert dataset.feature_values["genres"].tolist() == ["Comedy", "Drama"]
+    assert genres.tolist() == [[1, 1], [0, 0], [0, 1]]  # every genre of item 5, not only the first
+    assert dataset.summary["genres_rows_unknown_items"] == 1
+    assert set(dataset.feature_values["titles"]) == {"toy", "story", "1995"}
+
+
+BAD_INPUTS = [
+    ("missing file", None, "train_ratings.csv: file not found"),
+    ("empty file", "", "empty file"),
+    ("missing column", "user,item\n1,2\n", "missing column(s) ['time']"),
+    ("header only", "user,item,time\n", "no data rows"),
+    ("unparsable", "user,item,time\n1,2,3\n1,x7,4\n", "train_ratings.csv:3: unparsable value 'x7' in column 'item'"),
+    ("missing id", "user,item,time\n1,2,3\n,4,5\n", "train_ratings.csv:3: missing in column 'user'"),
+    ("negative id", "user,item,time\n1,2,3\n1,-4,5\n", "train_ratings.csv:3: negative id -4"),
+    ("fractional id", "user,item,time\n1,2.5,3\n", "train_ratings.csv:2: unparsable value '2.5'"),
+    ("bad time", "user,item,time\n1,2,yesterday\n", "train_ratings.csv:2: unparsable value 'yesterday' in column 'time'"),
+]
+
+
+@pytest.mark.parametrize("case,text,message", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_ratings_fail_with_exit_2_and_one_line(tmp_path, case, text, message):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    if text is not None:
+        (folder / "train_ratings.csv").write_text(text)
+    with pytest.raises(DataError, match=None) as err:
+        load_dataset(folder)
+    assert message in str(err.value)
+    result = CliRunner().invoke(app, ["cv", "--data", str(folder), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0]
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", "genres.tsv: empty file"),
+    ("item\tgenre\n", "no data rows"),
+    ("movie\tgenre\n1\tDrama\n", "genres.tsv:1: the header must be"),
+    ("item\tgenre\nabc\tDrama\n", "genres.tsv:2: unparsable value 'abc'"),
+])
+def test_bad_side_files(tmp_path, text, message):
+    folder = write(tmp_path / "d", "train_ratings.csv", GOOD)
+    write(folder, "genres.tsv", text)
+    with pytest.raises(DataError) as err:
+        load_dataset(folder)
+    assert message in str(err.value)
+
+
+def test_bad_config_is_exit_2(tmp_path):
+    folder = write(tmp_path / "d", "train_ratings.csv", GOOD)
+    config = tmp_path / "bad.toml"
+    config.write_text('[model]\nname = "nope"\n')
+    result = CliRunner().invoke(app, ["cv", "--data", str(folder), "--config", str(config)])
+    assert result.exit_code == 2 and "unknown model 'nope'" in result.output
+    result = CliRunner().invoke(app, ["cv", "--data", str(folder), "--set", "train.epochs=many"])
+    assert result.exit_code == 2 and "epochs" in result.output
+
+
+def test_times_follow_the_dataset_rows(tmp_path):
+    folder = write(tmp_path / "d", "train_ratings.csv", GOOD)
+    dataset = load_dataset(folder)
+    assert np.array_equal(dataset.times.indices, dataset.matrix.indices)
+    assert dataset.times.toarray().tolist() == [[102, 101, 0], [0, 90, 95]]

@@ -1,0 +1,61 @@
+import numpy as np
+import scipy.sparse as sp
+
+from recsys_kit.config import HoldoutConfig
+from recsys_kit.holdout import assign_folds, contest_holdout
+
+
+def random_log(n_users=60, n_items=40, seed=0):
+    rng = np.random.default_rng(seed)
+    dense = (rng.random((n_users, n_items)) < 0.3).astype(np.float32)
+    dense[:5, :] = 0
+    dense[:5, :3] = 1  # five short users: 3 items each
+    matrix = sp.csr_matrix(dense)
+    times = matrix.copy()
+    times.data = rng.permutation(matrix.nnz).astype(np.float64)
+    return matrix, times
+
+
+def test_input_plus_target_is_the_matrix_and_disjoint():
+    matrix, times = random_log()
+    holdout = contest_holdout(matrix, times, HoldoutConfig(n_last=1, n_random=4, min_input=2), seed=1)
+    assert (holdout.input + holdout.target - matrix).nnz == 0
+    assert holdout.input.multiply(holdout.target).nnz == 0
+
+
+def test_target_holds_the_latest_item_and_the_minimum_input_is_kept():
+    matrix, times = random_log()
+    config = HoldoutConfig(n_last=1, n_random=4, min_input=2)
+    holdout = contest_holdout(matrix, times, config, seed=1)
+    for user in range(matrix.shape[0]):
+        row_items = matrix[user].indices
+        row_times = times[user].toarray().ravel()[row_items]
+        latest = row_items[np.argmax(row_times)]
+        target = set(holdout.target[user].indices)
+        assert latest in target
+        assert len(target) == min(5, len(row_items) - 2)
+        assert holdout.input[user].nnz >= 2
+    # users with 3 items keep 2 and get only the tail item
+    assert np.diff(holdout.target.indptr)[:5].tolist() == [1] * 5
+
+
+def test_users_too_short_get_no_target():
+    matrix = sp.csr_matrix(np.array([[1, 1, 0, 0], [1, 1, 1, 1]], dtype=np.float32))
+    holdout = contest_holdout(matrix, None, HoldoutConfig(n_last=1, n_random=1, min_input=2), seed=0)
+    assert holdout.has_target.tolist() == [False, True]
+
+
+def test_holdout_is_seeded():
+    matrix, times = random_log()
+    config = HoldoutConfig()
+    first = contest_holdout(matrix, times, config, seed=3).target
+    assert (first != contest_holdout(matrix, times, config, seed=3).target).nnz == 0
+    assert (first != contest_holdout(matrix, times, config, seed=4).target).nnz > 0
+
+
+def test_folds_partition_users_and_are_seeded():
+    folds = assign_folds(103, 5, seed=0)
+    assert set(folds.tolist()) == set(range(5))
+    assert np.bincount(folds).max() - np.bincount(folds).min() <= 1
+    assert np.array_equal(folds, assign_folds(103, 5, seed=0))
+    assert not np.array_equal(folds, assign_folds(103, 5, seed=1))

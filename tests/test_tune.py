@@ -1,0 +1,275 @@
+"""`kit tune`: search files, a pruned study whose best config `kit cv` takes, and many workers
+(journal file and PostgreSQL) sharing one study, including a worker killed mid-trial."""
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from cli.main import app
+from recsys_kit.config import from_dict, load_config
+from recsys_kit.errors import DataError
+from recsys_kit.synth import make_synthetic
+from recsys_kit.tune import _with_driver, load_search_space
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+# Small enough for 2 CI cores: 2 epochs of a 16-8 autoencoder, a trial takes about a second.
+BASE = """seed = 3
+[model]
+name = "multidae"
+hidden_dims = [16, 8]
+dropout = 0.5
+[train]
+epochs = 2
+batch_size = 64
+"""
+# lr over six decades: the low end learns nothing in two epochs, so the pruner has work to do.
+SEARCH = """model = "multidae"
+[params]
+"model.dropout" = { type = "float", low = 0.1, high = 0.8 }
+"model.hidden_dims[-1]" = { type = "int", low = 4, high = 16, log = true }
+"train.lr" = { type = "float", low = 1e-7, high = 1e-1, log = true }
+"""
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tune")
+    make_synthetic(root / "data", users=150, items=80, interactions=3000, seed=5)
+    (root / "base.toml").write_text(BASE)
+    (root / "search.toml").write_text(SEARCH)
+    return root
+
+
+def tune_args(root: Path, trials: int, study: str, *extra) -> list[str]:
+    return ["tune", "--data", str(root / "data"), "--config", str(root / "base.toml"),
+            "--search", str(root / "search.toml"), "--trials", str(trials), "--folds", "2",
+            "--study", study, "--runs-dir", str(root / "runs"), "--device", "cpu",
+            "--pruner-startup", "1", *extra]
+
+
+def kit(*args, code=0):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == code, result.output
+    return result
+
+
+def worker(root: Path, trials: int, study: str, *extra, log: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    out = open(root / f"{log}.log", "w")
+    return subprocess.Popen([sys.executable, "-m", "cli.main", *tune_args(root, trials, study, *extra)],
+                            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def finish(proc: subprocess.Popen, root: Path, log: str, code: int = 0, timeout: float = 150) -> None:
+    assert proc.wait(timeout=timeout) == code, (root / f"{log}.log").read_text()[-3000:]
+
+
+def journal_study(root: Path, study: str) -> optuna.Study:
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    path = root / "runs" / study / "journal.log"
+    return optuna.load_study(study_name=study, storage=JournalStorage(JournalFileBackend(str(path))))
+
+
+def assert_complete(study: optuna.Study, n: int) -> list:
+    """n finished trials, no parameter set finished twice, and nothing else but lost races/re-runs."""
+    trials = study.get_trials(deepcopy=False)
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == n, [(t.number, t.state.name) for t in trials]
+    keys = [tuple(sorted(t.params.items())) for t in finished]
+    assert len(set(keys)) == n, "a parameter set was run twice"
+    retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+    for t in trials:
+        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+            assert t.state == TrialState.FAIL and (t.user_attrs.get("surplus") or t.number in retried), t
+    return finished
+
+
+# ----------------------------------------------------------------------------- search files
+
+def write(tmp_path, text):
+    path = tmp_path / "space.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text, words", [
+    ('[params]\n"model.droput" = { type = "float", low = 0.1, high = 0.5 }', ["model.droput", "dropout"]),
+    ('[params]\n"model.dropout" = { type = "normal", low = 0.1, high = 0.5 }', ["model.dropout", "categorical"]),
+    ('[params]\n"model.dropout" = { type = "float", low = 0.1, hgh = 0.5 }', ["hgh", "allowed"]),
+    ('[params]\n"model.hidden_dims" = { type = "int", low = 8, high = 64 }', ["hidden_dims[0]", "hidden_dims[-1]"]),
+    ('[params]\n"model.hidden_dims[2]" = { type = "int", low = 8, high = 64 }', ["index 2", "-1"]),
+    ('[params]\n"train.epochs" = { type = "float", low = 1, high = 5 }', ["train.epochs", 'type = "int"']),
+    ('[params]\n"train.lr" = { type = "float", low = 0, high = 0.1, log = true }', ["train.lr", "low > 0"]),
+    ('[params]\n"train.lr" = { type = "float", low = 0.1, high = 0.01 }', ["train.lr", "swap"]),
+    ('[params]\n"model.hidden_dims[0]" = { type = "categorical", choices = ["wide"] }', ["hidden_dims[0]", "'wide'"]),
+    ('[params]\n"model.hidden_dims[0]" = { type = "int", low = 8, high = 9 }\n'
+     '"model.hidden_dims[-2]" = { type = "int", low = 8, high = 9 }', ["same value"]),
+    ('model = "ease"\n[params]\n"model.l2" = { type = "float", low = 1, high = 9 }', ["ease", "--search"]),
+    ('[param]\n"train.lr" = { type = "float", low = 0.1, high = 0.2 }', ["param", "[params]"]),
+    ('[params]\nseed = { type = "int", low = 1, high = 9 }', ["'seed'", "model, train or holdout"]),
+])
+def test_bad_search_file_names_file_parameter_and_fix(tmp_path, text, words):
+    base = from_dict({"model": {"name": "multidae"}})
+    path = write(tmp_path, text)
+    with pytest.raises(DataError) as err:
+        load_search_space(path, base)
+    message = str(err.value)
+    assert str(path) in message
+    for word in words:
+        assert word in message, message
+
+
+def test_search_space_applies_list_elements_through_from_dict(tmp_path):
+    base = from_dict({"model": {"name": "multidae", "hidden_dims": [600, 200]}})
+    path = write(tmp_path, '[params]\n"model.hidden_dims[0]" = { type = "categorical", choices = [300, 900] }\n'
+                           '"model.hidden_dims[-1]" = { type = "int", low = 32, high = 256, log = true }\n'
+                           '"train.weight_decay" = { type = "float", low = 1e-6, high = 1e-2, log = true }')
+    space = load_search_space(path, base)
+    config = space.apply(base, {"model.hidden_dims[0]": 900, "model.hidden_dims[-1]": 64,
+                                "train.weight_decay": 1e-4})
+    assert config.model.hidden_dims == (900, 64) and config.train.weight_decay == 1e-4
+    assert base.model.hidden_dims == (600, 200)  # the base is never touched
+
+
+def test_shipped_search_files_fit_their_models():
+    from recsys_kit.models import REGISTRY
+
+    files = {path.stem: path for path in (REPO / "configs" / "search").glob("*.toml")}
+    assert {"multidae", "multidae_side", "ease", "multivae"} <= set(files)
+    for model, path in files.items():
+        if model in REGISTRY:  # each default config must accept every bound of its space
+            space = load_search_space(path, from_dict({"model": {"name": model}}))
+            assert space.params
+    keys = [p.key for p in load_search_space(files["multidae"], from_dict({})).params]
+    assert {"model.dropout", "model.hidden_dims[-1]", "model.hidden_dims[0]", "train.lr",
+            "train.weight_decay", "train.epochs"} <= set(keys)
+
+
+# ----------------------------------------------------------------------------- one worker
+
+def test_study_prunes_resumes_and_best_config_runs_in_cv(setup):
+    root = setup
+    result = kit(*tune_args(root, 6, "solo"))
+    study_dir = root / "runs" / "solo"
+    best = study_dir / "best.toml"
+    assert result.stdout.strip().splitlines()[-1] == str(best)
+    study = journal_study(root, "solo")
+    finished = assert_complete(study, 6)
+    assert sum(t.state == TrialState.PRUNED for t in finished) >= 1, "the hopeless learning rates were not pruned"
+    assert (study_dir / "folds.npy").exists() and (study_dir / "trials.csv").exists()
+    assert len(list((study_dir / "trials").iterdir())) == 6
+    assert not list(study_dir.rglob("*_scores.npy*")), "trial score matrices are dropped by default"
+    assert "matplotlib" in result.output or (study_dir / "history.png").exists()
+
+    # The best file is a complete config with the study seed (same holdout), and `kit cv` takes it.
+    config = load_config(best)
+    assert config.seed == 3 and config.model.hidden_dims[0] == 16
+    assert config.train.lr == study.best_trial.params["train.lr"]
+    cv = kit("cv", "--data", root / "data", "--config", best, "--folds", 2, "--runs-dir", root / "cv",
+             "--name", "best", "--device", "cpu")
+    assert cv.stdout.strip().splitlines()[-1] == str(root / "cv" / "best")
+
+    # The same command again: the same study, nothing new to run, the same best printed last.
+    again = kit(*tune_args(root, 6, "solo"))
+    assert again.stdout.strip().splitlines()[-1] == str(best)
+    assert len(journal_study(root, "solo").trials) == len(study.trials)
+    # A larger budget continues it; another data set is refused with a reason.
+    kit(*tune_args(root, 7, "solo"))
+    assert_complete(journal_study(root, "solo"), 7)
+    other = kit("tune", "--data", root / "data", "--config", "configs/popularity.toml", "--trials", 1,
+                "--study", "solo", "--runs-dir", root / "runs", "--search", root / "search.toml", code=2)
+    assert "multidae" in other.output
+
+
+# ----------------------------------------------------------------------------- many workers
+
+def test_two_workers_share_a_journal_study(setup):
+    root = setup
+    procs = [worker(root, 6, "pair", log=f"pair-{i}") for i in range(2)]
+    for i, proc in enumerate(procs):
+        finish(proc, root, f"pair-{i}")
+    assert_complete(journal_study(root, "pair"), 6)
+    hosts_pids = {t.user_attrs["pid"] for t in journal_study(root, "pair").trials if "pid" in t.user_attrs}
+    assert len(hosts_pids) >= 1
+
+
+def postgres_url() -> str:
+    url = os.environ.get("RECSYS_TEST_POSTGRES")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("RECSYS_TEST_POSTGRES is not set: .ci/run starts PostgreSQL and exports it")
+        pytest.skip("RECSYS_TEST_POSTGRES is not set (outside CI)")
+    return url
+
+
+def test_two_workers_share_a_postgres_study(setup):
+    url = postgres_url()
+    root, name = setup, f"pg-{uuid.uuid4().hex[:8]}"
+    procs = [worker(root, 5, name, "--storage", url, log=f"pg-{i}") for i in range(2)]
+    try:
+        for i, proc in enumerate(procs):
+            finish(proc, root, f"pg-{i}")
+        storage = optuna.storages.RDBStorage(_with_driver(url))
+        assert_complete(optuna.load_study(study_name=name, storage=storage), 5)
+        assert (root / "runs" / name / "best.toml").exists()
+        assert not (root / "runs" / name / "journal.log").exists()
+    finally:
+        for proc in procs:
+            proc.kill()
+        try:
+            optuna.delete_study(study_name=name, storage=_with_driver(url))
+        except KeyError:
+            pass
+
+
+def wait_mid_trial(proc, root: Path, study: str, log: str, after: int) -> int:
+    """Poll the journal until the worker is inside a fresh (not re-run) trial numbered >= after."""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        assert proc.poll() is None, (root / f"{log}.log").read_text()[-3000:]
+        if (root / "runs" / study / "journal.log").exists():
+            try:
+                running = [t for t in journal_study(root, study).get_trials(states=(TrialState.RUNNING,))
+                           if "run_dir" in t.user_attrs and "retry_of" not in t.user_attrs
+                           and t.number >= after]
+            except (KeyError, ValueError):  # the study is still being created
+                running = []
+            if running:
+                return running[0].number
+        time.sleep(0.1)
+    raise AssertionError("the worker never started a trial")
+
+
+def test_interrupted_and_killed_worker_resume_without_loss_or_duplicates(setup):
+    root, study = setup, "crash"
+    # Ctrl-C: the trial in flight fails, its parameters are queued for the resume; exit 130.
+    proc = worker(root, 5, study, "--set", "train.epochs=8", log="crash-0")
+    interrupted = wait_mid_trial(proc, root, study, "crash-0", after=1)
+    proc.send_signal(signal.SIGINT)
+    finish(proc, root, "crash-0", code=130)
+    # SIGKILL: the trial stays RUNNING in the journal; the next worker sees its pid is gone.
+    proc = worker(root, 5, study, "--set", "train.epochs=8", log="crash-1")
+    killed = wait_mid_trial(proc, root, study, "crash-1", after=interrupted + 1)
+    proc.kill()
+    proc.wait()
+    assert journal_study(root, study).trials[killed].state == TrialState.RUNNING
+    proc = worker(root, 5, study, "--set", "train.epochs=8", log="crash-2")
+    finish(proc, root, "crash-2")
+
+    trials = journal_study(root, study).trials
+    finished = assert_complete(journal_study(root, study), 5)
+    for lost in (interrupted, killed):
+        assert trials[lost].state == TrialState.FAIL
+        reruns = [t for t in finished if t.user_attrs.get("retry_of") == lost]
+        assert len(reruns) == 1 and reruns[0].params == trials[lost].params
