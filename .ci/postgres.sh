@@ -18,6 +18,7 @@ _pg_free_port() {
 import socket
 for port in [5432, *range(55432, 55532)]:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as postgres does: TIME_WAIT is fine
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

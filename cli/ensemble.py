@@ -8,14 +8,14 @@ from rich.table import Table
 
 from cli.common import console, exit_on_bad_input, metrics_table
 from recsys_kit.ensemble import DEFAULT_NORMALIZE, EnsembleOptions, run_ensemble
-from recsys_kit import runs
+from recsys_kit.runs import read_json
 
 STAGES = {"cache": "caching candidates", "fit": "fitting weights", "oof": "blending OOF scores",
           "test": "blending test scores"}
 
 
 def ensemble(
-    runs_: Annotated[list[Path], typer.Argument(metavar="RUN_DIR...", show_default=False,
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR", show_default=False,
                                                 help="Two or more run directories from kit cv (or kit ensemble) "
                                                      "on the same data, holdout and folds")],
     name: Annotated[Optional[str], typer.Option(help="Run name (default: ensemble-timestamp)")] = None,
@@ -47,8 +47,8 @@ def ensemble(
                     info = ("weights " + " ".join(f"{w:.2f}" for w in event["weights"])) if "weights" in event else ""
                     progress.update(tasks[event["stage"]], advance=1, info=info)
 
-            run_dir = run_ensemble(runs_, runs_dir, name=name, options=options, on_event=on_event)
-        metrics = runs.read_json(run_dir / "metrics.json")
+            run_dir = run_ensemble(runs, runs_dir, name=name, options=options, on_event=on_event)
+        metrics = read_json(run_dir / "metrics.json")
     console.print(members_table(metrics))
     console.print(metrics_table(metrics, title=f"{run_dir.name}: out-of-fold metrics of the blend"))
     half = metrics["holdout_half"]

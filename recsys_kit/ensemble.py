@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import platform
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,7 @@ from recsys_kit.cv import build_metrics
 from recsys_kit.errors import DataError
 from recsys_kit.holdout import derive_seed
 from recsys_kit.metrics import ndcg_per_user, recall_per_user, summarize
-from recsys_kit.scores import NORMALIZATIONS, blend_blocks, normalize_rows, top_k
+from recsys_kit.scores import NORMALIZATIONS, blend_blocks, normalize_rows, top_k, vote_blocks
 
 EventCallback = Callable[[dict], None]
 METHODS = ("fit", "vote", "mean")
@@ -45,7 +47,7 @@ class EnsembleOptions:
     seed: int = 0  # base seed of the half split and the fitting sample
     top_n: int = 10  # vote: each member's top-N items get a vote
     rank_weighted: bool = False  # vote: a vote is worth (N - position) / N instead of 1
-    candidates: int = 40  # fit: each member's top-N per user cached for the weight search
+    candidates: int = 200  # fit: cached candidates per user, split among members (>= 10 each)
     fit_users: int = 16_000  # fit: users (with a target) sampled for the weight search
     steps: tuple[float, ...] = (0.2, 0.1, 0.05)  # fit: coordinate-ascent steps, coarse to fine
     chunk: int = 1024  # users per block: a float32 block is chunk x items x 4 bytes
@@ -79,6 +81,12 @@ def _notify(on_event: EventCallback | None, kind: str, **payload) -> None:
         on_event({"kind": kind, **payload})
 
 
+def _load(path: Path):
+    if not path.exists():
+        raise DataError(f"{path}: missing; {path.parent} is not a complete run directory (rerun `kit cv`)")
+    return runs.read_json(path) if path.suffix == ".json" else np.load(path)
+
+
 def _rows(run_dir: Path, name: str, index) -> np.ndarray:
     """Rows of a score matrix as float32, through a memmap opened for this read alone: the map
     is dropped on return, so the file pages it touched leave this process's resident set."""
@@ -99,11 +107,11 @@ def check_compatible(run_dirs) -> list[Member]:
         if path.resolve() in seen:
             raise DataError(f"{path}: listed twice (also as {seen[path.resolve()]}); pass each run once")
         seen[path.resolve()] = path
-    members = [Member(p, runs.read_json(p / "data.json"), runs.read_json(p / "metrics.json")) for p in paths]
+    members = [Member(p, _load(p / "data.json"), _load(p / "metrics.json")) for p in paths]
     ref = members[0]
-    ref_arrays = {n: np.load(ref.path / n) for n in ("user_ids.npy", "item_ids.npy", "folds.npy")}
+    ref_arrays = {n: _load(ref.path / n) for n in ("user_ids.npy", "item_ids.npy", "folds.npy")}
     for member in members:
-        shape = (member.data["users"], member.data["items"])
+        shape = (member.data.get("users"), member.data.get("items"))
         for name in ("oof_scores.npy", "test_scores.npy"):
             scores = runs.load_scores(member.path, name)
             if scores.shape != shape or scores.dtype != np.float32:
@@ -112,11 +120,11 @@ def check_compatible(run_dirs) -> list[Member]:
         if member is ref:
             continue
         ids = [what for what, n in (("user ids", "user_ids.npy"), ("item ids", "item_ids.npy"))
-               if not np.array_equal(np.load(member.path / n), ref_arrays[n])]
+               if not np.array_equal(_load(member.path / n), ref_arrays[n])]
         differ = (ids + [what for what, key in (("data fingerprint", "fingerprint"),
                                                 ("holdout", "holdout_fingerprint"))
                          if member.data.get(key) != ref.data.get(key)])
-        if not np.array_equal(np.load(member.path / "folds.npy"), ref_arrays["folds.npy"]):
+        if not np.array_equal(_load(member.path / "folds.npy"), ref_arrays["folds.npy"]):
             differ.append("fold assignment")
         if differ:
             fix = ("the same --data" if ids or "data fingerprint" in differ else
@@ -152,10 +160,13 @@ class CandidateCache:
 
 def build_cache(members: list[Member], users: np.ndarray, target: sp.csr_matrix, options: EnsembleOptions,
                 on_step: Callable[[], None] | None = None) -> CandidateCache:
-    """Normalised OOF scores of every member on the union of the members' top candidates."""
-    n_members, n = len(members), options.candidates
-    # All members' blocks are held at once here, so the step shrinks as members grow.
-    step = max(64, options.chunk // n_members)
+    """Normalised OOF scores of every member on the union of the members' top candidates.
+
+    The cache is members x users x `options.candidates` floats, so it grows linearly with the
+    members (13 MB each at 16,000 users), never with the catalogue."""
+    n_members = len(members)
+    n = min(max(10, options.candidates // n_members), target.shape[1])
+    step = _cache_step(options, n_members)
     width = n_members * n
     scores = np.zeros((n_members, len(users), width), dtype=np.float32)
     valid = np.zeros((len(users), width), dtype=bool)
@@ -177,6 +188,11 @@ def build_cache(members: list[Member], users: np.ndarray, target: sp.csr_matrix,
             on_step()
     denominator = np.minimum(K, np.diff(target.indptr)[users]).astype(np.float64)
     return CandidateCache(scores, valid, hits, denominator)
+
+
+def _cache_step(options: EnsembleOptions, n_members: int) -> int:
+    # Every member's block is held at once while caching, so the step shrinks as members grow.
+    return max(64, options.chunk // n_members)
 
 
 def fit_weights(objective: Callable[[np.ndarray], float], n_members: int,
@@ -230,36 +246,20 @@ def _move(weights: np.ndarray, j: int, value: float) -> np.ndarray:
 
 def blend_chunk(members: list[Member], name: str, index, weights: np.ndarray, options: EnsembleOptions,
                 on_member: Callable[[int, np.ndarray], None] | None = None) -> np.ndarray:
-    """Blends (one per row of the 2-D `weights`) of the members' rows `index`, shape
-    blends x rows x items; members are read and normalised one at a time."""
-    votes: list[np.ndarray] = []
+    """Blends (one per row of the 2-D `weights`; one for a vote) of the members' rows `index`,
+    shape blends x rows x items; members are read and normalised one at a time."""
 
-    def blocks(method: str):
+    def raw_blocks():
         for m, member in enumerate(members):
             raw = _rows(member.path, name, index)
             if on_member is not None:
                 on_member(m, raw)
-            if options.method == "vote":
-                _add_votes(votes, raw, options)
-            yield normalize_rows(raw, method)
+            yield raw
 
-    if options.method != "vote":
-        return blend_blocks(blocks(options.normalize), np.atleast_2d(weights))
-    # Votes decide; the mean rank (i.e. the summed rank) breaks ties among equal votes and
-    # orders the unvoted items. It stays below the smallest gap between two vote totals.
-    mean_rank = blend_blocks(blocks("rank"), np.full(len(members), 1.0 / len(members)))
-    gap = 1.0 / options.top_n if options.rank_weighted else 1.0
-    return (votes[0] + np.float32(0.5 * gap) * mean_rank)[None]
-
-
-def _add_votes(votes: list[np.ndarray], raw: np.ndarray, options: EnsembleOptions) -> None:
-    n = min(options.top_n, raw.shape[1])
-    if not votes:
-        votes.append(np.zeros(raw.shape, dtype=np.float32))
-    best = top_k(raw, n)
-    value = (n - np.arange(n, dtype=np.float32)) / n if options.rank_weighted else np.ones(n, np.float32)
-    value = np.where(np.isfinite(np.take_along_axis(raw, best, axis=1)), value, 0)  # never vote for a seen item
-    votes[0][np.arange(len(raw))[:, None], best] += value
+    if options.method == "vote":
+        return vote_blocks(raw_blocks(), len(members), options.top_n, options.rank_weighted)[None]
+    normalised = (normalize_rows(raw, options.normalize) for raw in raw_blocks())
+    return blend_blocks(normalised, np.atleast_2d(weights))
 
 
 class _NpyWriter:
@@ -285,25 +285,24 @@ class _NpyWriter:
             raise RuntimeError(f"{self.path}: wrote {self.rows} rows of {self.shape[0]}")
         os.replace(self.tmp, self.path)
 
+    def close(self) -> None:
+        """After a failure: no half-written temporary left behind."""
+        if not self.handle.closed:
+            self.handle.close()
+            self.tmp.unlink(missing_ok=True)
+
 
 def blend_file(members: list[Member], name: str, out: Path, weights: np.ndarray, options: EnsembleOptions,
-               target: sp.csr_matrix | None = None, extra_weights: np.ndarray | None = None,
-               extra_users: np.ndarray | None = None,
-               on_chunk: Callable[[], None] | None = None) -> dict[str, np.ndarray]:
-    """Blend score matrix `name` of the members into `out`, chunk by chunk.
-
-    With `target`: per-user Recall@10 / NDCG@10 of the blend ("recall", "ndcg"), of each member
-    ("member_recall", "member_ndcg", members x users), and of a second blend with
-    `extra_weights` on the rows flagged in `extra_users` ("extra_recall", "extra_ndcg").
-    """
+               target: sp.csr_matrix | None = None, on_chunk: Callable[[], None] | None = None) -> dict:
+    """Blend score matrix `name` of the members into `out` (the first row of 2-D `weights`),
+    chunk by chunk. With `target`: per-user Recall@10 / NDCG@10 of every blend ("recall",
+    "ndcg": blends x users) and of every member's own top-10 ("member_recall", "member_ndcg")."""
     n_users, n_items = members[0].data["users"], members[0].data["items"]
+    weights = np.atleast_2d(weights)
+    n_blends = 1 if options.method == "vote" else len(weights)
+    per_user = {key: np.full((count, n_users), np.nan) for key, count in (
+        ("recall", n_blends), ("ndcg", n_blends), ("member_recall", len(members)), ("member_ndcg", len(members)))}
     writer = _NpyWriter(out, (n_users, n_items))
-    weight_rows = np.atleast_2d(weights) if extra_weights is None else np.vstack([weights, extra_weights])
-    per_user = {}
-    if target is not None:
-        per_user = {key: np.full(n_users, np.nan) for key in ("recall", "ndcg", "extra_recall", "extra_ndcg")}
-        per_user["member_recall"] = np.full((len(members), n_users), np.nan)
-        per_user["member_ndcg"] = np.full((len(members), n_users), np.nan)
     try:
         for start in range(0, n_users, options.chunk):
             rows = slice(start, min(start + options.chunk, n_users))
@@ -313,24 +312,16 @@ def blend_file(members: list[Member], name: str, out: Path, weights: np.ndarray,
                 if chunk_target is not None:  # the member's own top-10, as its own run measured it
                     _score_into(per_user, "member_", raw, chunk_target, (m, rows))
 
-            blends = blend_chunk(members, name, rows, weight_rows, options, on_member)
+            blends = blend_chunk(members, name, rows, weights, options, on_member)
             writer.write(blends[0])
-            if chunk_target is not None:
-                _score_into(per_user, "", blends[0], chunk_target, rows)
-                if extra_weights is not None and options.method != "vote":
-                    _score_into(per_user, "extra_", blends[1], chunk_target, rows)
+            for b in range(n_blends if chunk_target is not None else 0):
+                _score_into(per_user, "", blends[b], chunk_target, (b, rows))
             del blends
             if on_chunk is not None:
                 on_chunk()
         writer.finish()
     finally:
-        if not writer.handle.closed:
-            writer.handle.close()
-            writer.tmp.unlink(missing_ok=True)
-    if target is not None and extra_users is not None:
-        source = "extra_" if extra_weights is not None and options.method != "vote" else ""
-        for metric in ("recall", "ndcg"):
-            per_user[f"extra_{metric}"] = np.where(extra_users, per_user[f"{source}{metric}"], np.nan)
+        writer.close()
     return per_user
 
 
@@ -379,8 +370,7 @@ def run_ensemble(run_dirs, runs_dir: Path, name: str | None = None, options: Ens
     weights = weights_a = np.full(n_members, 1.0 / n_members)
     if options.method == "fit":
         users = fit_sample(has_target, options.fit_users, options.seed)
-        step = max(64, options.chunk // n_members)
-        _notify(on_event, "stage", stage="cache", total=-(-len(users) // step))
+        _notify(on_event, "stage", stage="cache", total=-(-len(users) // _cache_step(options, n_members)))
         cache = build_cache(members, users, target, options,
                             on_step=lambda: _notify(on_event, "advance", stage="cache"))
         _notify(on_event, "stage", stage="fit", total=2)
@@ -398,44 +388,41 @@ def run_ensemble(run_dirs, runs_dir: Path, name: str | None = None, options: Ens
     normalize = "rank" if options.method == "vote" else options.normalize
     runs.write_json(run_dir / "config.json", {"kind": "ensemble", "members": [str(m.path) for m in members],
                                               **dataclasses.asdict(options), "normalize": normalize})
-    runs.write_json(run_dir / "environment.json", runs.environment())
+    # Not runs.environment(): it imports torch (~0.3 GB resident) to name a device a blend never uses.
+    runs.write_json(run_dir / "environment.json", {"python": platform.python_version(), "numpy": np.__version__,
+                                                   "platform": platform.platform(), "argv": sys.argv})
     for file_name in COPIED:
         tmp = run_dir / (file_name + ".tmp")
         shutil.copyfile(first / file_name, tmp)
         os.replace(tmp, run_dir / file_name)
 
     _notify(on_event, "stage", stage="oof", total=chunks)
-    per_user = blend_file(members, "oof_scores.npy", run_dir / "oof_scores.npy", weights, options, target=target,
-                          extra_weights=weights_a if options.method == "fit" else None, extra_users=half_b,
+    # Row 0: the final blend (written, scored on everyone); last row: the half-A fit, for half B.
+    blends = np.vstack([weights, weights_a]) if options.method == "fit" else weights
+    per_user = blend_file(members, "oof_scores.npy", run_dir / "oof_scores.npy", blends, options, target=target,
                           on_chunk=lambda: _notify(on_event, "advance", stage="oof"))
+    half_recall, half_ndcg = (np.where(half_b, per_user[k][-1], np.nan) for k in ("recall", "ndcg"))
     _notify(on_event, "stage", stage="test", total=chunks)
     blend_file(members, "test_scores.npy", run_dir / "test_scores.npy", weights, options,
                on_chunk=lambda: _notify(on_event, "advance", stage="test"))
 
-    member_rows = []
-    for m, member in enumerate(members):
-        member_rows.append({
-            "path": str(member.path), "name": member.name, "model": member.metrics.get("model"),
-            "weight": float(weights[m]), "weight_half_a": float(weights_a[m]),
-            "recall@10": _brief(member.metrics.get("recall@10")), "ndcg@10": _brief(member.metrics.get("ndcg@10")),
-            "holdout_half": {"recall@10": summarize(per_user["member_recall"][m][half_b]),
-                             "ndcg@10": summarize(per_user["member_ndcg"][m][half_b])}})
-    metrics = build_metrics(per_user["recall"], per_user["ndcg"], activity, fold_of_user, has_target)
+    members_report = [{
+        "path": str(member.path), "name": member.name, "model": member.metrics.get("model"),
+        "weight": float(weights[m]), "weight_half_a": float(weights_a[m]),
+        **{metric: _brief(member.metrics.get(metric)) for metric in ("recall@10", "ndcg@10")},
+        "holdout_half": {"recall@10": summarize(per_user["member_recall"][m][half_b]),
+                         "ndcg@10": summarize(per_user["member_ndcg"][m][half_b])}}
+        for m, member in enumerate(members)]
+    metrics = build_metrics(per_user["recall"][0], per_user["ndcg"][0], activity, fold_of_user, has_target)
     metrics.update({
-        "model": "ensemble", "method": options.method, "normalize": normalize,
-        "members": member_rows, "weights": weights.tolist(),
-        "holdout_half": {"recall@10": summarize(per_user["extra_recall"]),
-                         "ndcg@10": summarize(per_user["extra_ndcg"]),
-                         "users_evaluated": int((~np.isnan(per_user["extra_recall"])).sum()),
+        "model": "ensemble", "method": options.method, "normalize": normalize, "weights": weights.tolist(),
+        "members": members_report, "fit": fit_info, "wall_seconds": round(time.time() - started, 2),
+        "holdout_half": {"recall@10": summarize(half_recall), "ndcg@10": summarize(half_ndcg),
+                         "users_evaluated": int((~np.isnan(half_recall)).sum()),
                          "weights": weights_a.tolist(), "seed": options.seed,
                          "note": "weights fitted on half A of the users, scored on half B" if
-                         options.method == "fit" else "no fitting: the same blend, scored on half B"},
-        "fit": fit_info, "wall_seconds": round(time.time() - started, 2)})
-    runs.write_json(run_dir / "ensemble.json", {"members": member_rows, "method": options.method,
-                                                "normalize": normalize, "weights": weights.tolist(),
-                                                "weights_half_a": weights_a.tolist(), "fit": fit_info,
-                                                "options": dataclasses.asdict(options)})
-    runs.write_json(run_dir / "metrics.json", metrics)
+                         options.method == "fit" else "no fitting: the same blend, scored on half B"}})
+    runs.write_json(run_dir / "metrics.json", metrics)  # last: its presence marks a finished run
     _notify(on_event, "end", run_dir=str(run_dir), metrics=metrics)
     return run_dir
 

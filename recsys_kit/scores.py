@@ -56,14 +56,15 @@ def normalize_rows(block: np.ndarray, method: str) -> np.ndarray:
     if block.ndim != 2:
         raise ValueError(f"expected a users x items block, got shape {block.shape}")
     finite = np.isfinite(block)
-    if method == "rank":
-        out = _rank_rows(block, finite)
-    elif method == "zscore":
-        out = _zscore_rows(block, finite)
-    elif method == "softmax":
-        out = _softmax_rows(block, finite)
-    else:
-        out = block.copy()
+    with np.errstate(under="ignore"):  # denormal scores may round to 0: harmless
+        if method == "rank":
+            out = _rank_rows(block, finite)
+        elif method == "zscore":
+            out = _zscore_rows(block, finite)
+        elif method == "softmax":
+            out = _softmax_rows(block, finite)
+        else:
+            out = block.copy()
     out[~finite] = -np.inf
     return out
 
@@ -178,3 +179,31 @@ def blend_blocks(blocks, weights) -> np.ndarray:
     np.nan_to_num(out, copy=False, nan=0.0, posinf=big, neginf=-big)
     out[:, masked] = -np.inf
     return out[0] if weights.ndim == 1 else out
+
+
+
+def vote_blocks(blocks, n_members: int, top_n: int = 10, rank_weighted: bool = False) -> np.ndarray:
+    """Hard voting over raw member blocks (a generator is fine: one member at a time).
+
+    Each member's top-N unseen items get a vote, worth (N - position) / N when rank-weighted.
+    Votes decide; equal totals, and the items nobody voted for, are ordered by mean rank
+    (= summed rank), scaled below the smallest gap between two vote totals. Entries masked
+    in any member stay -inf.
+    """
+    votes: list[np.ndarray] = []
+
+    def ranked():
+        for block in blocks:
+            block = np.asarray(block, dtype=np.float32)
+            n = min(top_n, block.shape[1])
+            best = top_k(block, n)
+            value = (n - np.arange(n, dtype=np.float32)) / n if rank_weighted else np.ones(n, np.float32)
+            value = np.where(np.isfinite(np.take_along_axis(block, best, axis=1)), value, 0)  # no seen item
+            if not votes:
+                votes.append(np.zeros(block.shape, dtype=np.float32))
+            votes[0][np.arange(len(block))[:, None], best] += value
+            yield normalize_rows(block, "rank")
+
+    mean_rank = blend_blocks(ranked(), np.full(n_members, 1.0 / n_members))
+    gap = 1.0 / top_n if rank_weighted else 1.0
+    return votes[0] + np.float32(0.5 * gap) * mean_rank

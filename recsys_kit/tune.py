@@ -30,7 +30,10 @@ from recsys_kit.cv import folds_fingerprint, run_cv
 from recsys_kit.data import Dataset
 from recsys_kit.errors import DataError
 from recsys_kit.holdout import assign_folds, derive_seed
-from recsys_kit.search_space import SearchSpace, default_search_path, load_search_space  # noqa: F401
+from recsys_kit.search_space import SearchSpace, default_search_path, load_search_space
+
+__all__ = ["TuneOptions", "TuneResult", "run_tune", "summarize", "default_study_name", "SearchSpace",
+           "default_search_path", "load_search_space"]
 
 EventCallback = Callable[[dict], None]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -59,7 +62,7 @@ class TuneResult:
     best_value: float | None
     best_trial: int | None
     counts: dict  # state name -> number of trials
-    top: tuple  # best 5 finished trials: {"number", "value", "state", "params"}
+    top: tuple  # the best 5 complete trials: {"number", "value", "std", "params"}
     importances: dict | None
     plots: tuple
     plots_note: str | None
@@ -87,12 +90,11 @@ def _storage(options: TuneOptions, study_dir: Path, on_stale):
                     url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=options.heartbeat_interval,
                     grace_period=options.grace_period, heartbeat_stale_trial_callback=on_stale)
             return storage, _masked(url)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-            # Workers starting together on an empty database race to create optuna's tables.
-            if attempt == 4:
-                raise
-            time.sleep(0.5 + attempt)
         except Exception as err:  # sqlalchemy / driver errors: a bad URL or an unreachable server
+            racing = isinstance(err, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError))
+            if racing and attempt < 4:  # workers starting together on an empty database race to create tables
+                time.sleep(0.5 + attempt)
+                continue
             raise DataError(f"--storage {_masked(url)}: cannot open ({type(err).__name__}: "
                             f"{str(err).splitlines()[0]}); check the URL, server and credentials") from None
 
@@ -118,18 +120,23 @@ def _masked(url: str) -> str:
     return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
-def _write_unique(path: Path, array: np.ndarray) -> None:
-    """Atomic and safe when several workers create the same file at once (per-pid temp name)."""
+def _publish(path: Path, write: Callable[[Path], None]) -> None:
+    """Atomic, and safe when several workers write the same study file at once (per-pid temp name)."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        np.save(handle, array)
+    write(tmp)
     os.replace(tmp, path)
 
 
 def _study_folds(study_dir: Path, dataset: Dataset, k: int, seed: int) -> np.ndarray:
     path = study_dir / "folds.npy"
     if not path.exists():  # the same (users, k, seed) gives the same folds as `kit cv --seed`
-        _write_unique(path, assign_folds(dataset.n_users, k, seed))
+        folds = assign_folds(dataset.n_users, k, seed)
+
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as handle:  # a handle: given a name, np.save appends .npy to it
+                np.save(handle, folds)
+
+        _publish(path, save)
     folds = np.load(path)
     if len(folds) != dataset.n_users or int(folds.max()) + 1 != k:
         raise DataError(f"{path}: {int(folds.max()) + 1} folds over {len(folds)} users, but this run asks "
@@ -305,10 +312,6 @@ def run_tune(dataset: Dataset, base: RunConfig, space: SearchSpace, options: Tun
             path = run_cv(dataset, config, options.folds, study_dir / "trials", name=f"trial-{trial.number:04d}",
                           device=options.device, fold_of_user=folds, on_event=on_cv_event,
                           on_fold_end=on_fold_end, fit_seed=fit_seed)
-        except KeyboardInterrupt:
-            # Ctrl-C: this trial becomes FAIL; queue its parameters so a resume re-runs them.
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-            raise
         finally:
             if not options.keep_scores:
                 _drop_scores(run_dir[0] if run_dir else None)
@@ -316,6 +319,15 @@ def run_tune(dataset: Dataset, base: RunConfig, space: SearchSpace, options: Tun
         trial.set_user_attr("recall_std", metrics["recall@10"]["std"])
         trial.set_user_attr("ndcg", metrics["ndcg@10"]["mean"])
         return float(metrics["recall@10"]["mean"])
+
+    def interruptible(trial: optuna.Trial) -> float:
+        try:
+            return objective(trial)
+        except KeyboardInterrupt:
+            # Ctrl-C: optuna marks this trial FAIL; queue its parameters so a resume re-runs them.
+            if not trial.user_attrs.get("surplus"):
+                study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            raise
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         _requeue_dead(study, options.grace_period, emit)
@@ -326,7 +338,7 @@ def run_tune(dataset: Dataset, base: RunConfig, space: SearchSpace, options: Tun
             study.stop()
 
     if _count(study, IN_BUDGET) < options.trials:
-        study.optimize(objective, catch=(_Surplus,), callbacks=[
+        study.optimize(interruptible, catch=(_Surplus,), callbacks=[
             optuna.study.MaxTrialsCallback(options.trials, states=FINISHED), after_trial])
     return summarize(study, space, base, study_dir, options)
 
@@ -336,7 +348,8 @@ def summarize(study: optuna.Study, space: SearchSpace, base: RunConfig, study_di
     """trials.csv, best.toml, importances and plots from whatever the study holds now."""
     trials = study.get_trials(deepcopy=False)
     counts = {state.name: sum(t.state == state for t in trials) for state in TrialState}
-    runs.write_text(study_dir / "trials.csv", study.trials_dataframe().to_csv(index=False))
+    table = study.trials_dataframe()
+    _publish(study_dir / "trials.csv", lambda tmp: table.to_csv(tmp, index=False))
     complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value)
     top = tuple({"number": t.number, "value": t.value, "params": dict(t.params),
                  "std": t.user_attrs.get("recall_std")} for t in complete[:5])
@@ -348,7 +361,7 @@ def summarize(study: optuna.Study, space: SearchSpace, base: RunConfig, study_di
               f"over {options.folds} folds ({counts['COMPLETE']} complete, {counts['PRUNED']} pruned).\n"
               f"# Same holdout and folds: kit cv --config THIS_FILE --folds {options.folds} --data DIR\n")
     best_path = study_dir / "best.toml"
-    runs.write_text(best_path, header + config.to_toml())
+    _publish(best_path, lambda tmp: tmp.write_text(header + config.to_toml()))
     importances = None
     if len(complete) >= 2 and space.params:
         try:
@@ -381,9 +394,7 @@ def _plots(study: optuna.Study, study_dir: Path, with_importances: bool) -> tupl
             axes = plot(study)
         figure = axes.figure
         figure.tight_layout()
-        tmp = study_dir / f"{filename}.tmp"
-        figure.savefig(tmp, format="png", dpi=120)
-        os.replace(tmp, study_dir / filename)
+        _publish(study_dir / filename, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
         plt.close(figure)
         written.append(study_dir / filename)
     return tuple(written), None

@@ -89,6 +89,7 @@ class EASE(Recommender):
         else:
             self.weights = ease_weights_numpy(gram)
         del gram
+        self._weights_on_device = None  # uploaded on the first GPU scoring call
         self.summary.update({"items": self.n_items, "l2": self.config.l2,
                              "item_item_mb": round(self.weights.nbytes / 2**20, 2),
                              "fit_peak_mb": round(self.n_items ** 2 * 12 / 2**20, 2)})
@@ -101,9 +102,11 @@ class EASE(Recommender):
         return np.asarray(rows @ self.weights, dtype=np.float32)
 
     def _raw_scores_torch(self, rows: sp.csr_matrix) -> np.ndarray:
-        if not hasattr(self, "_weights_on_device"):
+        if self._weights_on_device is None:
             self._weights_on_device = torch.from_numpy(self.weights).to(self.device)
-        x = torch.sparse_csr_tensor(torch.from_numpy(rows.indptr.astype(np.int64)),
-                                    torch.from_numpy(rows.indices.astype(np.int64)),
-                                    torch.from_numpy(rows.data), size=rows.shape, device=self.device)
+        coo = rows.tocoo()
+        # COO, not CSR: CSR tensors are still "beta" in torch and warn on every chunk.
+        x = torch.sparse_coo_tensor(torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64)),
+                                    torch.from_numpy(coo.data), size=rows.shape, device=self.device,
+                                    check_invariants=False)
         return (x @ self._weights_on_device).cpu().numpy()
