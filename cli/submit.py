@@ -5,7 +5,6 @@ from typing import Annotated, Optional
 import typer
 
 from cli.common import console, exit_on_bad_input
-from recsys_kit import runs
 from recsys_kit.submission import validate_submission, write_submission
 
 

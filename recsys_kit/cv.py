@@ -16,10 +16,10 @@ import scipy.sparse as sp
 from recsys_kit import runs
 from recsys_kit.config import RunConfig
 from recsys_kit.data import Dataset
-from recsys_kit.holdout import Holdout, assign_folds, contest_holdout, derive_seed
-from recsys_kit.metrics import group_breakdown, ndcg_per_user, recall_per_user, summarize
+from recsys_kit.holdout import Holdout, assign_folds, contest_holdout, derive_seed, folds_fingerprint
+from recsys_kit.metrics import build_metrics, ndcg_per_user, recall_per_user, summarize
 from recsys_kit.models import build_model
-from recsys_kit.scores import top_k, top_k_chunked
+from recsys_kit.scores import top_k
 
 EventCallback = Callable[[dict], None]
 SCORE_CHUNK = 4096  # users scored at once: bounds the dense block a model returns
@@ -115,7 +115,8 @@ def run_cv(dataset: Dataset, config: RunConfig, folds: int, runs_dir: Path, name
         def on_epoch(record, fold=fold):
             _notify(on_event, "epoch", fold=fold, **record)
 
-        model.fit(holdout.input[fit_users], dataset.item_features, valid=valid, on_epoch=on_epoch)
+        # The Dataset, not just its matrices: side models also read value labels (years).
+        model.fit(holdout.input[fit_users], dataset, valid=valid, on_epoch=on_epoch)
         _score_into(model, holdout.input[fold_users], oof_scores, fold_users)
         fold_recall, fold_ndcg = _fold_metrics(np.asarray(oof_scores[fold_users]), holdout.target[fold_users])
         recall[fold_users], ndcg[fold_users] = fold_recall, fold_ndcg
@@ -137,30 +138,3 @@ def run_cv(dataset: Dataset, config: RunConfig, folds: int, runs_dir: Path, name
     runs.write_json(run_dir / "metrics.json", metrics)
     _notify(on_event, "end", run_dir=str(run_dir), metrics=metrics)
     return run_dir
-
-
-def build_metrics(recall: np.ndarray, ndcg: np.ndarray, activity: np.ndarray,
-                  fold_of_user: np.ndarray, has_target: np.ndarray) -> dict:
-    """The metrics.json layout shared by cv and ensemble runs."""
-    folds = int(fold_of_user.max()) + 1
-    out = {}
-    for metric, per_user in (("recall@10", recall), ("ndcg@10", ndcg)):
-        per_fold = [summarize(per_user[fold_of_user == f]) for f in range(folds)]
-        out[metric] = {"mean": float(np.mean(per_fold)), "std": float(np.std(per_fold)),
-                       "folds": per_fold, "pooled": summarize(per_user)}
-        out.setdefault("groups", {})[metric] = group_breakdown(per_user[has_target], activity[has_target])
-    out["users_evaluated"] = int((~np.isnan(recall)).sum())
-    out["users_without_target"] = int((~has_target).sum())
-    return out
-
-
-def evaluate_scores(scores: np.ndarray, target: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-    """Per-user Recall@10 and NDCG@10 of a (memory-mapped) score matrix, chunked."""
-    best = top_k_chunked(scores, 10)
-    return recall_per_user(best, target, 10), ndcg_per_user(best, target, 10)
-
-
-def folds_fingerprint(fold_of_user: np.ndarray) -> str:
-    import hashlib
-
-    return hashlib.sha256(np.ascontiguousarray(fold_of_user, dtype=np.int64).tobytes()).hexdigest()[:16]

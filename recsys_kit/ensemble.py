@@ -26,10 +26,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys_kit import runs
-from recsys_kit.cv import build_metrics
 from recsys_kit.errors import DataError
 from recsys_kit.holdout import derive_seed
-from recsys_kit.metrics import ndcg_per_user, recall_per_user, summarize
+from recsys_kit.metrics import build_metrics, ndcg_per_user, recall_per_user, summarize
 from recsys_kit.scores import NORMALIZATIONS, blend_blocks, normalize_rows, top_k, vote_blocks
 
 EventCallback = Callable[[dict], None]

@@ -91,3 +91,7 @@ def assign_folds(n_users: int, k: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(derive_seed(seed, "folds", k))
     return (rng.permutation(n_users) % k).astype(np.int16)
 
+
+def folds_fingerprint(fold_of_user: np.ndarray) -> str:
+    """Short hash of a fold assignment: runs to be blended or compared must share it."""
+    return hashlib.sha256(np.ascontiguousarray(fold_of_user, dtype=np.int64).tobytes()).hexdigest()[:16]

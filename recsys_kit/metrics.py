@@ -65,3 +65,18 @@ def group_breakdown(per_user: np.ndarray, activity: np.ndarray) -> dict[str, dic
                      "activity_range": [int(activity[groups == index].min()) if member.any() else 0,
                                         int(activity[groups == index].max()) if member.any() else 0]}
     return out
+
+
+def build_metrics(recall: np.ndarray, ndcg: np.ndarray, activity: np.ndarray,
+                  fold_of_user: np.ndarray, has_target: np.ndarray) -> dict:
+    """The metrics.json layout shared by cv and ensemble runs."""
+    folds = int(fold_of_user.max()) + 1
+    out = {}
+    for metric, per_user in (("recall@10", recall), ("ndcg@10", ndcg)):
+        per_fold = [summarize(per_user[fold_of_user == f]) for f in range(folds)]
+        out[metric] = {"mean": float(np.mean(per_fold)), "std": float(np.std(per_fold)),
+                       "folds": per_fold, "pooled": summarize(per_user)}
+        out.setdefault("groups", {})[metric] = group_breakdown(per_user[has_target], activity[has_target])
+    out["users_evaluated"] = int((~np.isnan(recall)).sum())
+    out["users_without_target"] = int((~has_target).sum())
+    return out

@@ -26,10 +26,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from recsys_kit import runs
 from recsys_kit.config import RunConfig
-from recsys_kit.cv import folds_fingerprint, run_cv
+from recsys_kit.cv import run_cv
 from recsys_kit.data import Dataset
 from recsys_kit.errors import DataError
-from recsys_kit.holdout import assign_folds, derive_seed
+from recsys_kit.holdout import assign_folds, derive_seed, folds_fingerprint
 from recsys_kit.search_space import SearchSpace, default_search_path, load_search_space
 
 __all__ = ["TuneOptions", "TuneResult", "run_tune", "summarize", "default_study_name", "SearchSpace",
