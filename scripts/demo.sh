@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
-# The kit's main job end to end on a synthetic contest. Nothing is overwritten: data is made
-# once, every run gets a new directory, every CSV a new name.
+# The kit's main job end to end on a synthetic contest: synth -> cv of two models (EASE and
+# Multi-DAE, same folds) -> fitted blend -> submit -> validate. Nothing is overwritten: data is
+# made once, every run gets a new directory, every CSV a new name.
 set -euo pipefail
 kit=${1:-kit}
+python=$(dirname "$kit")/python
+[ -x "$python" ] || python=python3
 data=demo/data
 started=$(date +%s)
 [ -f "$data/train_ratings.csv" ] || "$kit" synth "$data" | tail -n 1
-run=$("$kit" cv --data "$data" --config configs/multidae.toml --folds 5 --runs-dir demo/runs | tail -n 1)
-csv=$("$kit" submit "$run" --out "demo/submissions/$(basename "$run").csv" | tail -n 1)
+ease=$("$kit" cv --data "$data" --config configs/ease.toml --folds 5 --runs-dir demo/runs | tail -n 1)
+dae=$("$kit" cv --data "$data" --config configs/multidae.toml --folds 5 --runs-dir demo/runs | tail -n 1)
+blend=$("$kit" ensemble "$ease" "$dae" --runs-dir demo/runs | tail -n 1)
+csv=$("$kit" submit "$blend" --out "demo/submissions/$(basename "$blend").csv" | tail -n 1)
 "$kit" validate "$csv" --data "$data"
-python3 - "$run" <<'PY'
+"$python" - "$ease" "$dae" "$blend" <<'PY'
 import json, sys
-m = json.load(open(f"{sys.argv[1]}/metrics.json"))["recall@10"]
-print(f"OOF Recall@10: {m['mean']:.4f} +- {m['std']:.4f}  ({sys.argv[1]})")
+for run in sys.argv[1:]:
+    m = json.load(open(f"{run}/metrics.json"))["recall@10"]
+    print(f"OOF Recall@10 {m['mean']:.4f} +- {m['std']:.4f}  {run}")
+half = json.load(open(f"{sys.argv[-1]}/metrics.json"))["holdout_half"]
+print(f"blend on the held-out half of the users: Recall@10 {half['recall@10']:.4f}")
 PY
 echo "submission: $csv  ($(( $(date +%s) - started )) s)"
