@@ -26,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys_kit import runs
+from recsys_kit.blend_weights import K, CandidateCache, fit_weights
 from recsys_kit.errors import DataError
 from recsys_kit.holdout import derive_seed
 from recsys_kit.metrics import build_metrics, ndcg_per_user, recall_per_user, summarize
@@ -36,7 +37,6 @@ METHODS = ("fit", "vote", "mean")
 DEFAULT_NORMALIZE = "zscore"  # beat rank on held-out Recall@10 on ml-1m (see the issue note)
 COPIED = ("data.json", "folds.npy", "user_ids.npy", "item_ids.npy", "holdout_input.npz",
           "holdout_target.npz")
-K = 10
 
 
 @dataclass(frozen=True)
@@ -136,27 +136,6 @@ def check_compatible(run_dirs) -> list[Member]:
 
 # ------------------------------------------------------------------------------ weight fitting
 
-@dataclass(frozen=True)
-class CandidateCache:
-    """Per sampled user, the union of the members' top candidates: what a blend's top-10 is
-    (almost always) drawn from, so a weight vector is scored without touching full rows."""
-    scores: np.ndarray  # members x users x candidates, normalised (0 where invalid)
-    valid: np.ndarray  # users x candidates: a real, unseen, not duplicated item
-    hits: np.ndarray  # users x candidates: the item is in the user's target
-    denominator: np.ndarray  # users: min(10, |target|)
-
-    def subset(self, keep: np.ndarray) -> "CandidateCache":
-        return CandidateCache(self.scores[:, keep], self.valid[keep], self.hits[keep], self.denominator[keep])
-
-    def recall(self, weights: np.ndarray) -> float:
-        blended = np.tensordot(np.asarray(weights, np.float32), self.scores, axes=1)
-        blended[~self.valid] = -np.inf
-        k = min(K, blended.shape[1])
-        best = np.argpartition(-blended, k - 1, axis=1)[:, :k]
-        hits = np.take_along_axis(self.hits & self.valid, best, axis=1).sum(axis=1)
-        return float(np.mean(hits / self.denominator))
-
-
 def build_cache(members: list[Member], users: np.ndarray, target: sp.csr_matrix, options: EnsembleOptions,
                 on_step: Callable[[], None] | None = None) -> CandidateCache:
     """Normalised OOF scores of every member on the union of the members' top candidates.
@@ -192,53 +171,6 @@ def build_cache(members: list[Member], users: np.ndarray, target: sp.csr_matrix,
 def _cache_step(options: EnsembleOptions, n_members: int) -> int:
     # Every member's block is held at once while caching, so the step shrinks as members grow.
     return max(64, options.chunk // n_members)
-
-
-def fit_weights(objective: Callable[[np.ndarray], float], n_members: int,
-                steps=(0.2, 0.1, 0.05), max_sweeps: int = 10) -> tuple[np.ndarray, float, int]:
-    """Coordinate ascent on the simplex: move one weight, rescale the rest, keep strict gains.
-
-    Deterministic (no sampler to seed) and cheap; Recall@10 is a step function of the weights,
-    which gives a surrogate-model sampler little to learn from at a few hundred evaluations.
-    The first step scans each coordinate's whole line, finer steps look +-1 and +-2 steps away.
-    """
-    memo: dict[tuple, float] = {}
-
-    def score(w: np.ndarray) -> float:
-        key = tuple(np.round(w, 6))
-        if key not in memo:
-            memo[key] = objective(w)
-        return memo[key]
-
-    starts = [np.full(n_members, 1.0 / n_members)] + list(np.eye(n_members))
-    weights = max(starts, key=score)  # first best wins ties: equal weights before any single member
-    best = score(weights)
-    for level, step in enumerate(steps):
-        for _ in range(max_sweeps):
-            improved = False
-            for j in range(n_members):
-                if level == 0:
-                    values = np.linspace(0, 1, int(round(1 / step)) + 1)
-                else:
-                    values = weights[j] + step * np.array([-2, -1, 1, 2])
-                for value in np.clip(values, 0, 1):
-                    candidate = _move(weights, j, float(value))
-                    gain = score(candidate)
-                    if gain > best + 1e-12:
-                        weights, best, improved = candidate, gain, True
-            if not improved:
-                break
-    return weights, best, len(memo)
-
-
-def _move(weights: np.ndarray, j: int, value: float) -> np.ndarray:
-    """weights with w_j = value and the others rescaled to sum to 1 - value."""
-    out = weights.astype(np.float64).copy()
-    rest = 1.0 - out[j]
-    out[j] = 0
-    out = out * ((1.0 - value) / rest) if rest > 1e-12 else np.full(len(out), (1.0 - value) / (len(out) - 1))
-    out[j] = value
-    return out
 
 
 # ------------------------------------------------------------------------------ chunked blending
