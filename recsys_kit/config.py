@@ -34,6 +34,10 @@ class TrainConfig:
     patience: int = 8  # epochs without a better valid Recall@10 before stopping
     valid_fraction: float = 0.1  # of each fold's training users, held for early stopping
     eval_every: int = 1
+    # Seed of model fitting (initial weights, dropout masks, batch order); -1 derives it from the
+    # base seed. Tuning trials fit with their own, and best.toml records it so `kit cv` reproduces
+    # the trial; holdout, folds and validation users always come from the base seed.
+    fit_seed: int = -1
 
 
 @dataclass(frozen=True)

@@ -68,8 +68,8 @@ def run_cv(dataset: Dataset, config: RunConfig, folds: int, runs_dir: Path, name
            on_fold_end: Callable[[int, float], None] | None = None, fit_seed: int | None = None) -> Path:
     """Run K-fold CV; returns the run directory. `on_fold_end(fold, running_mean)` may raise to stop.
 
-    `fit_seed` replaces `config.seed` for model fitting only (tuning trials), so the holdout, folds
-    and validation users stay those of `config.seed`.
+    `fit_seed` (tuning trials; else `config.train.fit_seed` when >= 0) replaces `config.seed` for
+    model fitting only, so the holdout, folds and validation users stay those of `config.seed`.
     """
     started = time.time()
     holdout = contest_holdout(dataset.matrix, dataset.times, config.holdout, config.seed)
@@ -109,7 +109,8 @@ def run_cv(dataset: Dataset, config: RunConfig, folds: int, runs_dir: Path, name
         fit_users, valid = validation_slice(holdout, train_users, config, fold)
         _notify(on_event, "fold_start", fold=fold, fit_users=len(fit_users), fold_users=len(fold_users),
                 valid_users=0 if valid is None else valid[0].shape[0], epochs=config.train.epochs)
-        base_seed = config.seed if fit_seed is None else fit_seed
+        base_seed = fit_seed if fit_seed is not None else (
+            config.train.fit_seed if config.train.fit_seed >= 0 else config.seed)
         model = build_model(config, seed=derive_seed(base_seed, "fit", fold), device=device)
 
         def on_epoch(record, fold=fold):

@@ -8,6 +8,7 @@ Search spaces (TOML) live in `search_space.py`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -25,7 +26,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from recsys_kit import runs
-from recsys_kit.config import RunConfig
+from recsys_kit.config import RunConfig, from_dict
 from recsys_kit.cv import run_cv
 from recsys_kit.data import Dataset
 from recsys_kit.errors import DataError
@@ -153,6 +154,11 @@ def _check_study(study: optuna.Study, identity: dict, search: dict, emit) -> Non
         study.set_user_attr("search_space", search)
         return
     ours = json.loads(json.dumps(identity))
+    stored = dict(stored)
+    try:  # a study started by an older kit lacks config keys added since; their defaults apply
+        stored["config"] = json.loads(json.dumps(from_dict(stored["config"], "the study's config").to_dict()))
+    except (DataError, KeyError, TypeError, AttributeError):
+        pass  # not readable as a config now: compared as stored, so it differs
     differ = sorted(k for k in ours if stored.get(k) != ours[k])
     if differ:
         raise DataError(f"study {study.study_name!r} was started with a different {', '.join(differ)}; "
@@ -357,9 +363,14 @@ def summarize(study: optuna.Study, space: SearchSpace, base: RunConfig, study_di
         return TuneResult(study_dir, None, None, None, counts, top, None, (), None)
     best = complete[0]
     config = space.apply(base, best.params, f"study {study.study_name} trial {best.number}")
+    fit_seed = best.user_attrs.get("fit_seed")
+    if fit_seed is not None:  # the trial's own fitting seed: `kit cv` on best.toml reproduces its figure
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, fit_seed=int(fit_seed)))
     header = (f"# Best of study {study.study_name!r}: trial {best.number}, OOF Recall@10 {best.value:.4f} "
               f"over {options.folds} folds ({counts['COMPLETE']} complete, {counts['PRUNED']} pruned).\n"
-              f"# Same holdout and folds: kit cv --config THIS_FILE --folds {options.folds} --data DIR\n")
+              f"# Same holdout and folds: kit cv --config THIS_FILE --folds {options.folds} --data DIR\n"
+              "# The best of many trials is partly seed luck: --set train.fit_seed=-1 (or another seed)\n"
+              "# refits with a fresh seed and shows what the parameters are worth on their own.\n")
     best_path = study_dir / "best.toml"
     _publish(best_path, lambda tmp: tmp.write_text(header + config.to_toml()))
     importances = None

@@ -1,5 +1,6 @@
 """`kit tune`: search files, a pruned study whose best config `kit cv` takes, and many workers
 (journal file and PostgreSQL) sharing one study, including a worker killed mid-trial."""
+import json
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from cli.main import app
 from recsys_kit.config import from_dict, load_config
 from recsys_kit.errors import DataError
 from recsys_kit.synth import make_synthetic
-from recsys_kit.tune import _with_driver, load_search_space
+from recsys_kit.tune import _check_study, _with_driver, load_search_space
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -179,6 +180,10 @@ def test_study_prunes_resumes_and_best_config_runs_in_cv(setup):
     cv = kit("cv", "--data", root / "data", "--config", best, "--folds", 2, "--runs-dir", root / "cv",
              "--name", "best", "--device", "cpu")
     assert cv.stdout.strip().splitlines()[-1] == str(root / "cv" / "best")
+    # best.toml carries the trial's fitting seed, so `kit cv` reproduces the trial's figure exactly.
+    assert config.train.fit_seed == study.best_trial.user_attrs["fit_seed"] >= 0
+    reproduced = json.loads((root / "cv" / "best" / "metrics.json").read_text())["recall@10"]["mean"]
+    assert reproduced == pytest.approx(study.best_value, abs=1e-9)
 
     # The same command again: the same study, nothing new to run, the same best printed last.
     again = kit(*tune_args(root, 6, "solo"))
@@ -190,6 +195,22 @@ def test_study_prunes_resumes_and_best_config_runs_in_cv(setup):
     other = kit("tune", "--data", root / "data", "--config", "configs/popularity.toml", "--trials", 1,
                 "--study", "solo", "--runs-dir", root / "runs", "--search", root / "search.toml", code=2)
     assert "multidae" in other.output
+
+
+def test_study_from_an_older_kit_resumes_but_a_changed_config_is_refused():
+    """A config key added since the study began (e.g. train.fit_seed) takes its default, so an
+    upgrade does not orphan a study; a real change of the base config is still refused."""
+    base = from_dict({"model": {"name": "multidae"}, "train": {"lr": 0.001}})
+    old_config = base.to_dict()
+    del old_config["train"]["fit_seed"]
+    identity = {"model": "multidae", "seed": 0, "config": base.to_dict()}
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("recsys_kit", {"model": "multidae", "seed": 0, "config": old_config})
+    study.set_user_attr("search_space", {})
+    _check_study(study, identity, {}, emit=lambda *a, **k: None)  # resumes
+    changed = from_dict({"model": {"name": "multidae"}, "train": {"lr": 0.01}})
+    with pytest.raises(DataError, match="different config"):
+        _check_study(study, {**identity, "config": changed.to_dict()}, {}, emit=lambda *a, **k: None)
 
 
 # ----------------------------------------------------------------------------- many workers
