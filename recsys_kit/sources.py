@@ -22,6 +22,15 @@ _INT = re.compile(r"\s*-?\d+\s*")
 
 # --------------------------------------------------------------------------------------------- helpers
 
+def _text_lines(path: Path, encoding: str):
+    """(1-based line number, line without its end) for every non-blank line of a text file."""
+    with open(path, encoding=encoding) as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if line.strip():
+                yield lineno, line
+
+
 def _need_dir(src: Path, fmt: str, example: str) -> None:
     if not src.exists():
         raise DataError(f"{where(src)}: no such folder; point SRC at the {fmt} folder, e.g. {example}")
@@ -131,15 +140,11 @@ def _read_ml100k(src: Path):
 
     genre_path = _need_file(src / "u.genre", "u.genre (genre|index)")
     genre_names: dict[int, str] = {}
-    with open(genre_path, encoding="latin-1") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            name, sep, idx = line.rpartition("|")
-            if not sep or not _INT.fullmatch(idx) or not name:
-                raise DataError(f"{where(genre_path, lineno)}: expected 'name|index', found {_short(line)}; {fix}")
-            genre_names[int(idx)] = name
+    for lineno, line in _text_lines(genre_path, "latin-1"):
+        name, sep, idx = line.rpartition("|")
+        if not sep or not _INT.fullmatch(idx) or not name:
+            raise DataError(f"{where(genre_path, lineno)}: expected 'name|index', found {_short(line)}; {fix}")
+        genre_names[int(idx)] = name
     if sorted(genre_names) != list(range(len(genre_names))) or not genre_names:
         raise DataError(f"{where(genre_path)}: genre indexes must run 0..n-1, found {sorted(genre_names)}; {fix}")
 
@@ -147,26 +152,22 @@ def _read_ml100k(src: Path):
     n_fields = 5 + len(genre_names)
     titles, genres = [], []
     unknown_flag = 0
-    with open(item_path, encoding="latin-1") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            fields = line.split("|")
-            if len(fields) != n_fields:
-                raise DataError(f"{where(item_path, lineno)}: expected {n_fields} '|'-separated fields "
-                                f"(5 + {len(genre_names)} genre flags), found {len(fields)}; {fix}")
-            item = _parse_item_id(fields[0], item_path, lineno, fix)
-            titles.append((item, fields[1]))
-            for idx, flag in enumerate(fields[5:]):
-                if flag not in ("0", "1"):
-                    raise DataError(f"{where(item_path, lineno)}: genre flag {idx + 1} must be 0 or 1, found "
-                                    f"{_short(flag)}; {fix}")
-                if flag == "1":
-                    if genre_names[idx] == "unknown":
-                        unknown_flag += 1
-                    else:
-                        genres.append((item, genre_names[idx]))
+    for lineno, line in _text_lines(item_path, "latin-1"):
+        fields = line.split("|")
+        if len(fields) != n_fields:
+            raise DataError(f"{where(item_path, lineno)}: expected {n_fields} '|'-separated fields "
+                            f"(5 + {len(genre_names)} genre flags), found {len(fields)}; {fix}")
+        item = _parse_item_id(fields[0], item_path, lineno, fix)
+        titles.append((item, fields[1]))
+        for idx, flag in enumerate(fields[5:]):
+            if flag not in ("0", "1"):
+                raise DataError(f"{where(item_path, lineno)}: genre flag {idx + 1} must be 0 or 1, found "
+                                f"{_short(flag)}; {fix}")
+            if flag == "1":
+                if genre_names[idx] == "unknown":
+                    unknown_flag += 1
+                else:
+                    genres.append((item, genre_names[idx]))
     side = {"genres.tsv": _side_frame(genres, "genre"), **_title_side(titles)}
     notes = ["implicit feedback: every rated (user, item) pair in u.data is kept as an interaction, "
              "whatever its rating (1-5); ratings are dropped",
@@ -202,21 +203,17 @@ def _read_ml1m(src: Path):
 
     movies = _need_file(src / "movies.dat", "movies.dat (MovieID::Title::Genres)")
     titles, genres = [], []
-    with open(movies, encoding="latin-1") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            head, sep1, rest = line.partition("::")
-            title, sep2, genre_field = rest.rpartition("::")
-            if not sep1 or not sep2:
-                raise DataError(f"{where(movies, lineno)}: expected 'MovieID::Title::Genres', found "
-                                f"{_short(line)}; {fix}")
-            item = _parse_item_id(head, movies, lineno, fix)
-            titles.append((item, title))
-            for g in genre_field.split("|"):
-                if g.strip() and g != "(no genres listed)":
-                    genres.append((item, g))
+    for lineno, line in _text_lines(movies, "latin-1"):
+        head, sep1, rest = line.partition("::")
+        title, sep2, genre_field = rest.rpartition("::")
+        if not sep1 or not sep2:
+            raise DataError(f"{where(movies, lineno)}: expected 'MovieID::Title::Genres', found "
+                            f"{_short(line)}; {fix}")
+        item = _parse_item_id(head, movies, lineno, fix)
+        titles.append((item, title))
+        for g in genre_field.split("|"):
+            if g.strip() and g != "(no genres listed)":
+                genres.append((item, g))
     side = {"genres.tsv": _side_frame(genres, "genre"), **_title_side(titles)}
     return ratings[["user", "item", "time"]], side, notes
 
