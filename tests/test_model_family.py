@@ -12,7 +12,7 @@ from recsys_kit.cv import run_cv
 from recsys_kit.data import Dataset, load_dataset
 from recsys_kit.features import build_item_features, user_profiles
 from recsys_kit.models import REGISTRY
-from recsys_kit.models.ease import EASE, EASEConfig, ease_weights_torch, gram_matrix
+from recsys_kit.models.ease import EASE, EASEConfig, ease_weights_on, gram_matrix
 from recsys_kit.models.multidae import MultiDAE, MultiDAEConfig
 from recsys_kit.models.multidae_side import MultiDAESide, MultiDAESideConfig
 from recsys_kit.models.multivae import MultiVAE, MultiVAEConfig, MultiVAENet, kl_weight
@@ -88,8 +88,10 @@ def test_ease_equals_the_formula_on_a_random_matrix():
     plain[x > 0] = -np.inf
     np.testing.assert_allclose(scores, plain, atol=1e-5)
     assert model.summary["item_item_mb"] == pytest.approx(37 * 37 * 4 / 2**20, abs=0.01)
-    # The torch path (used on a GPU) gives the same weights; run here on the CPU.
-    np.testing.assert_allclose(ease_weights_torch(gram_matrix(rows, 3.0), "cpu"), expected, atol=1e-6)
+    # The device path (used on a GPU: upload, invert there) gives the same weights; run here on the CPU.
+    gram = gram_matrix(rows, 3.0)
+    np.testing.assert_allclose(ease_weights_on(gram, "cpu"), expected, atol=1e-6)
+    np.testing.assert_allclose(gram, x.T @ x + 3.0 * np.eye(37))  # the device path leaves G as it was
     np.testing.assert_allclose(model._raw_scores_torch(rows.astype(np.float32)), x @ expected, atol=1e-5)
 
 

@@ -1,7 +1,10 @@
 """EASE (Steck 2019): a closed-form item x item model, B = I - P / diag(P) with P = (X^T X + l2 I)^-1.
 
-The item x item matrix is the only large object (items^2 floats); fitting works on it in
-place so the peak is about one float64 copy plus the float32 result.
+The item x item matrix is the only large object (items^2 floats). The inversion runs through
+torch's LAPACK (MKL on CPU, cuSOLVER on a GPU) in place on the Gram matrix: SciPy's bundled
+32-bit-integer OpenBLAS segfaults in `dpotrf` above about 15.5k items, and NumPy offers no
+Cholesky inverse. The peak is one float64 items^2 copy plus the float32 result, and it is
+checked against the machine's free memory before anything large is allocated.
 """
 from __future__ import annotations
 
@@ -10,69 +13,116 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 import torch
-from scipy.linalg import lapack
 
 from recsys_kit.errors import DataError
 from recsys_kit.models.base import Recommender, check_rows
+from recsys_kit.sysmem import available_bytes, gib
 
-MIRROR_CHUNK = 2048  # rows per step when copying the upper triangle to the lower one
+GRAM_BLOCK = 2048  # item columns of X^T X built at once: bounds the sparse temporary
+FIT_BYTES_PER_CELL = 8 + 4  # the float64 Gram matrix (inverted in place) + the float32 weights
 
 
 @dataclass(frozen=True)
 class EASEConfig:
     name: str = "ease"
     l2: float = 500.0  # lambda on the Gram diagonal; also keeps unseen items invertible
+    # Items bought by fewer training users than this stay out of the item x item matrix (their
+    # column of B is zero, so they score 0, as EASE scores an item it knows nothing about):
+    # the way to fit a catalogue too large for memory.
+    min_item_users: int = 1
 
     def __post_init__(self):
         if not self.l2 > 0:
             raise DataError(f"[model] l2 must be > 0 (EASE inverts X^T X + l2 I), got {self.l2}")
+        if self.min_item_users < 1:
+            raise DataError(f"[model] min_item_users must be >= 1, got {self.min_item_users}")
 
 
 def gram_matrix(rows: sp.csr_matrix, l2: float) -> np.ndarray:
-    """X^T X + l2 I as dense float64 (the product itself stays sparse until the end)."""
-    x = rows.astype(np.float64)
-    gram = np.asarray((x.T @ x).toarray(), dtype=np.float64)
+    """X^T X + l2 I as dense float64, built a block of item columns at a time, so the sparse
+    product never holds more than items x GRAM_BLOCK entries."""
+    x = rows.astype(np.float64).tocsc()
+    x_t = x.T.tocsr()
+    n = x.shape[1]
+    gram = np.empty((n, n), dtype=np.float64)
+    for start in range(0, n, GRAM_BLOCK):
+        stop = min(start + GRAM_BLOCK, n)
+        gram[:, start:stop] = (x_t @ x[:, start:stop]).toarray()
     gram[np.diag_indices_from(gram)] += l2
     return gram
 
 
-def ease_weights_numpy(gram: np.ndarray) -> np.ndarray:
-    """B from G via Cholesky (LAPACK potrf/potri in place on G); G is consumed."""
-    n = gram.shape[0]
-    # G is symmetric, so a C-ordered G read transposed is a Fortran-ordered G: LAPACK then
-    # works in place instead of copying items^2 floats.
-    fortran = gram if gram.flags.f_contiguous else gram.T
-    factor, info = lapack.dpotrf(fortran, lower=0, clean=0, overwrite_a=1)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"X^T X + l2 I is not positive definite (potrf info {info}); raise l2")
-    inverse, info = lapack.dpotri(factor, lower=0, overwrite_c=1)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"Cholesky inverse failed (potri info {info}); raise l2")
-    # potri fills only the upper triangle; mirror it a block of rows at a time (no n^2 temporaries).
-    for start in range(0, n, MIRROR_CHUNK):
-        stop = min(start + MIRROR_CHUNK, n)
-        inverse[start:stop, :start] = inverse[:start, start:stop].T
-        block = inverse[start:stop, start:stop]
-        inverse[start:stop, start:stop] = np.triu(block) + np.triu(block, 1).T
-    return _weights_from_inverse(inverse)
+def fit_bytes(n_items: int) -> int:
+    """Peak memory of the fit's dense matrices (the block temporaries are small beside them)."""
+    return n_items * n_items * FIT_BYTES_PER_CELL
 
 
-def ease_weights_torch(gram: np.ndarray, device: str) -> np.ndarray:
-    """The same on a torch device (a GPU inverts large catalogues much faster)."""
-    g = torch.from_numpy(gram).to(device=device, dtype=torch.float64)
-    inverse = torch.cholesky_inverse(torch.linalg.cholesky(g))
-    del g
-    diagonal = torch.diagonal(inverse).clone()
-    inverse /= -diagonal  # column j divided by -P[j, j]
-    inverse.fill_diagonal_(0.0)
-    return inverse.to(torch.float32).cpu().numpy()
+def check_fit_memory(item_users: np.ndarray, min_item_users: int, device: str) -> None:
+    """Refuse, before allocating, a fit that would not fit in memory; say what would fit."""
+    n_items = int((item_users >= min_item_users).sum())
+    need = fit_bytes(n_items)
+    if device == "cuda":
+        free = torch.cuda.mem_get_info()[0]
+        need = n_items * n_items * 8  # the float64 matrix lives on the GPU; the result comes back
+        where = "GPU memory free"
+    else:
+        free = available_bytes()
+        where = "memory available on this machine"
+    if free is None or need <= free:
+        return
+    # The smallest minimum count whose catalogue fits (items^2 x bytes <= free).
+    fits = int(np.sqrt(free / (8 if device == "cuda" else FIT_BYTES_PER_CELL)))
+    counts = np.sort(item_users)[::-1]
+    hint = (f"--set model.min_item_users={int(counts[fits]) + 1} keeps "
+            f"{int((item_users > counts[fits]).sum()):,} items" if fits < len(counts) else "")
+    options = ", ".join(o for o in (hint, "--device cuda on a GPU with more memory" if device != "cuda" else "",
+                                    "or a machine with more memory") if o)
+    raise DataError(f"EASE on {n_items:,} items needs about {gib(need)} (items^2 x "
+                    f"{8 if device == 'cuda' else FIT_BYTES_PER_CELL} bytes) but only {gib(free)} is "
+                    f"{where}; fit on fewer items: {options}")
 
 
-def _weights_from_inverse(inverse: np.ndarray) -> np.ndarray:
-    diagonal = np.diag(inverse).copy()
-    inverse /= -diagonal  # broadcasts over rows: column j divided by -P[j, j]
-    np.fill_diagonal(inverse, 0.0)
-    return inverse.astype(np.float32)
+def invert_in_place(gram: np.ndarray | torch.Tensor) -> None:
+    """gram <- gram^-1 for a symmetric positive definite gram, by Cholesky, with no copy.
+
+    A C-ordered symmetric matrix read transposed is a column-major one, which is what LAPACK
+    works on in place; torch then writes the factor and the inverse into the same storage."""
+    column_major = cholesky_in_place(gram)
+    torch.cholesky_inverse(column_major, upper=False, out=column_major)
+
+
+def cholesky_in_place(gram: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """The lower Cholesky factor L of gram written over it; returns the column-major view
+    (L is its lower triangle, so gram's C-ordered upper triangle holds L^T)."""
+    tensor = torch.from_numpy(gram) if isinstance(gram, np.ndarray) else gram
+    column_major = tensor.mT
+    info = torch.empty((), dtype=torch.int32, device=tensor.device)
+    torch.linalg.cholesky_ex(column_major, upper=False, out=(column_major, info))
+    if int(info) != 0:
+        raise np.linalg.LinAlgError(f"X^T X + l2 I is not positive definite (Cholesky info {int(info)}); "
+                                    "raise l2")
+    return column_major
+
+
+def ease_weights(gram: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """B (float32) from G = X^T X + l2 I; on CPU G is consumed (inverted in place)."""
+    if device == "cpu":
+        invert_in_place(gram)
+        inverse = gram
+        diagonal = np.diag(inverse).copy()
+        inverse /= -diagonal  # broadcasts over rows: column j divided by -P[j, j]
+        np.fill_diagonal(inverse, 0.0)
+        return inverse.astype(np.float32)
+    return ease_weights_on(gram, device)
+
+
+def ease_weights_on(gram: np.ndarray, device: str) -> np.ndarray:
+    """The same with the matrix uploaded to a torch device (G is left as it was)."""
+    tensor = torch.from_numpy(gram).to(device=device, dtype=torch.float64, copy=True)
+    invert_in_place(tensor)
+    tensor /= -torch.diagonal(tensor).clone()
+    tensor.fill_diagonal_(0.0)
+    return tensor.to(torch.float32).cpu().numpy()
 
 
 class EASE(Recommender):
@@ -83,23 +133,33 @@ class EASE(Recommender):
         # No epochs and no early stopping: valid and on_epoch have nothing to act on.
         rows = check_rows(train_rows, None, "train_rows")
         self.n_items = rows.shape[1]
-        gram = gram_matrix(rows, self.config.l2)
-        if self.device == "cuda":
-            self.weights = ease_weights_torch(gram, self.device)
-        else:
-            self.weights = ease_weights_numpy(gram)
-        del gram
+        item_users = np.bincount(rows.indices, minlength=self.n_items)
+        check_fit_memory(item_users, self.config.min_item_users, self.device)
+        self.modelled = np.flatnonzero(item_users >= self.config.min_item_users)
+        if len(self.modelled) == self.n_items:
+            self.modelled = None  # every item: no column selection at scoring time
+        fitted_rows = rows if self.modelled is None else rows[:, self.modelled]
+        self.weights = ease_weights(gram_matrix(fitted_rows, self.config.l2), self.device)
         self._weights_on_device = None  # uploaded on the first GPU scoring call
-        self.summary.update({"items": self.n_items, "l2": self.config.l2,
+        n_fitted = self.weights.shape[0]
+        self.summary.update({"items": self.n_items, "items_fitted": n_fitted, "l2": self.config.l2,
                              "item_item_mb": round(self.weights.nbytes / 2**20, 2),
-                             "fit_peak_mb": round(self.n_items ** 2 * 12 / 2**20, 2)})
+                             "fit_peak_mb": round(fit_bytes(n_fitted) / 2**20, 2)})
         return self
 
     def _raw_scores(self, input_rows: sp.csr_matrix) -> np.ndarray:
         rows = input_rows.astype(np.float32)
+        if self.modelled is not None:
+            rows = rows[:, self.modelled]
         if self.device == "cuda":
-            return self._raw_scores_torch(rows)
-        return np.asarray(rows @ self.weights, dtype=np.float32)
+            scores = self._raw_scores_torch(rows)
+        else:
+            scores = np.asarray(rows @ self.weights, dtype=np.float32)
+        if self.modelled is None:
+            return scores
+        full = np.zeros((scores.shape[0], self.n_items), dtype=np.float32)
+        full[:, self.modelled] = scores
+        return full
 
     def _raw_scores_torch(self, rows: sp.csr_matrix) -> np.ndarray:
         if self._weights_on_device is None:
