@@ -32,9 +32,20 @@ def metrics_table(metrics: dict, title: str) -> Table:
         table.add_row(f"fold {fold + 1}", f"{r:.4f}", f"{n:.4f}", "")
     table.add_row("[bold]mean +- std", f"[bold]{recall['mean']:.4f} +- {recall['std']:.4f}",
                   f"[bold]{ndcg['mean']:.4f} +- {ndcg['std']:.4f}", f"{metrics['users_evaluated']:,}")
+    if recall.get("lb_estimate") is not None:
+        table.add_row("[bold]leaderboard estimate", f"[bold]{recall['lb_estimate']:.4f}", "", "")
     groups = metrics.get("groups", {})
     for group, values in groups.get("recall@10", {}).items():
         low, high = values["activity_range"]
         table.add_row(f"activity {group} ({low}-{high} items)", f"{values['mean']:.4f}",
                       f"{groups['ndcg@10'][group]['mean']:.4f}", f"{values['users']:,}")
     return table
+
+
+def lb_line(metrics: dict) -> str:
+    """', leaderboard estimate x [lo, hi]' when the run has one, else ''."""
+    estimate = metrics.get("lb_estimate") or {}
+    if estimate.get("recall@10") is None:
+        return ""
+    low, high = estimate["interval90"]
+    return f", leaderboard estimate {estimate['recall@10']:.4f} [{low:.4f}, {high:.4f}]"

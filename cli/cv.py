@@ -5,13 +5,16 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cli.common import console, exit_on_bad_input, metrics_table
+from cli.common import console, exit_on_bad_input, lb_line, metrics_table
 from recsys_kit import runs
 from recsys_kit.config import load_config
 from recsys_kit.cv import run_cv
 from recsys_kit.data import load_dataset
+from recsys_kit.refit import RefitOptions
 from recsys_kit.errors import DataError
 from recsys_kit.train import resolve_device
+
+CLOSED_FORM = ("popularity", "ease")  # no epochs: no epoch bar
 
 
 def cv(
@@ -23,10 +26,16 @@ def cv(
     seed: Annotated[Optional[int], typer.Option(help="Base seed (overrides the config's)")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override, e.g. train.epochs=5")] = None,
+    refit: Annotated[str, typer.Option(help="Test scores for the submission: full = one model fitted on every "
+                                            "public row | folds = mean of the fold models | both")] = "full",
+    refit_seeds: Annotated[int, typer.Option(help="full: average this many refits with their own seeds")] = 1,
+    lb_estimate: Annotated[bool, typer.Option(help="Estimate the leaderboard (two extra fits one and two "
+                                                   "levels of hiding down)")] = True,
 ):
     """Train one model per fold, write OOF and test score matrices and metrics.json."""
     with exit_on_bad_input():
         run_config = load_config(config, set_ or [], seed)
+        refit_options = RefitOptions(mode=refit, seeds=refit_seeds, lb_estimate=lb_estimate)
         try:
             device = resolve_device(device)
         except ValueError as err:
@@ -45,8 +54,12 @@ def cv(
             def on_event(event):
                 kind = event["kind"]
                 if kind == "fold_start":
-                    progress.update(epoch_task, completed=0, visible=run_config.model_name != "popularity",
+                    progress.update(epoch_task, completed=0, visible=run_config.model_name not in CLOSED_FORM,
                                     description=f"fold {event['fold'] + 1} epochs", info="")
+                elif kind == "stage_start":
+                    progress.update(epoch_task, completed=0, total=event["epochs"], info="",
+                                    visible=run_config.model_name not in CLOSED_FORM,
+                                    description=f"{event['stage']} epochs")
                 elif kind == "epoch":
                     valid = event.get("valid_recall@10")
                     info = f"loss {event['loss']:.2f}" + (f"  valid R@10 {valid:.4f}" if valid is not None else "")
@@ -58,10 +71,11 @@ def cv(
                     console.print(f"{event['users_without_target']:,} users have too few items for a "
                                   f"target and are left out of the metrics")
 
-            run_dir = run_cv(dataset, run_config, folds, runs_dir, name=name, device=device, on_event=on_event)
+            run_dir = run_cv(dataset, run_config, folds, runs_dir, name=name, device=device, on_event=on_event,
+                             refit=refit_options)
     metrics = runs.read_json(run_dir / "metrics.json")
     console.print(metrics_table(metrics, title=f"{run_dir.name}: out-of-fold metrics"))
     console.print(f"OOF Recall@10 {metrics['recall@10']['mean']:.4f} +- {metrics['recall@10']['std']:.4f}"
-                  f"  ({metrics['wall_seconds']:.0f} s)")
+                  f"{lb_line(metrics)}  ({metrics['wall_seconds']:.0f} s)")
     typer.echo(str(run_dir))
 

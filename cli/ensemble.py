@@ -6,11 +6,12 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli.common import console, exit_on_bad_input, metrics_table
+from cli.common import console, exit_on_bad_input, lb_line, metrics_table
 from recsys_kit.ensemble import DEFAULT_NORMALIZE, EnsembleOptions, run_ensemble
 from recsys_kit.runs import read_json
 
-STAGES = {"cache": "caching candidates", "fit": "fitting weights", "oof": "blending OOF scores",
+STAGES = {"cache": "caching candidates", "fit": "fitting weights", "check": "checking the gain on half B",
+          "oof": "blending OOF scores",
           "test": "blending test scores"}
 
 
@@ -27,11 +28,14 @@ def ensemble(
     seed: Annotated[int, typer.Option(help="Base seed of the half split and the fitting sample")] = 0,
     top_n: Annotated[int, typer.Option(min=1, help="vote: each member's top-N items get a vote")] = 10,
     rank_weighted: Annotated[bool, typer.Option(help="vote: weight a vote by its position in the top-N")] = False,
+    bags: Annotated[int, typer.Option(min=1, help="fit: average the weights of this many bootstrap fits")] = 8,
+    fallback: Annotated[bool, typer.Option(help="fit: submit the best member alone when the blend's held-out "
+                                                "gain is not clear of zero")] = True,
 ):
     """Blend runs on out-of-fold scores; writes OOF and test score matrices and metrics.json."""
     with exit_on_bad_input():
         options = EnsembleOptions(method=method, normalize=normalize, seed=seed, top_n=top_n,
-                                  rank_weighted=rank_weighted)
+                                  rank_weighted=rank_weighted, bags=bags, fallback=fallback)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console) as progress:
             tasks: dict[str, int] = {}
@@ -54,7 +58,12 @@ def ensemble(
     half = metrics["holdout_half"]
     console.print(f"held-out half: Recall@10 {half['recall@10']:.4f}, NDCG@10 {half['ndcg@10']:.4f} "
                   f"({half['users_evaluated']:,} users); OOF Recall@10 {metrics['recall@10']['mean']:.4f}"
-                  f"  ({metrics['wall_seconds']:.0f} s)")
+                  f"{lb_line(metrics)}  ({metrics['wall_seconds']:.0f} s)")
+    choice = metrics.get("choice", {})
+    if "gain_interval90" in choice:
+        low, high = choice["gain_interval90"]
+        console.print(f"gain over {choice['rival']} on half B {choice['gain_half_b']:+.4f} (90% interval "
+                      f"{low:+.4f} .. {high:+.4f}): [bold]{choice['used']}[/] ({choice['reason']})")
     typer.echo(str(run_dir))
 
 

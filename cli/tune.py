@@ -34,7 +34,7 @@ def tune(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     pruner_startup: Annotated[int, typer.Option(min=0, help="Complete trials before pruning starts")] = 5,
     pruner_warmup: Annotated[int, typer.Option(min=0, help="Folds of every trial never pruned")] = 0,
-    keep_scores: Annotated[bool, typer.Option(help="Keep every trial's OOF/test score matrices")] = False,
+    keep_scores: Annotated[bool, typer.Option(help="Keep every trial's OOF score matrix (trials write no test scores)")] = False,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Base config override, e.g. train.epochs=5")] = None,
 ):
     """Search the model's space (configs/search/<model>.toml) for the best OOF Recall@10."""

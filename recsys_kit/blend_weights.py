@@ -79,3 +79,32 @@ def _move(weights: np.ndarray, j: int, value: float) -> np.ndarray:
     out = out * ((1.0 - value) / rest) if rest > 1e-12 else np.full(len(out), (1.0 - value) / (len(out) - 1))
     out[j] = value
     return out
+
+
+def bagged_weights(cache: CandidateCache, n_members: int, steps, bags: int, seed: int) -> tuple[np.ndarray, float]:
+    """The mean of the weights fitted on `bags` bootstrap resamples of the cached users.
+
+    One fit on a few hundred users chases the noise of which items those users happen to hit;
+    averaging fits on resamples keeps what they agree on (bagging, Breiman 1996). Returns the
+    weights and their Recall@10 on the whole cache."""
+    if bags <= 1:
+        weights, best, _ = fit_weights(cache.recall, n_members, steps)
+        return weights, best
+    rng = np.random.default_rng(seed)
+    n_users = cache.hits.shape[0]
+    fitted = [fit_weights(cache.subset(rng.integers(0, n_users, n_users)).recall, n_members, steps)[0]
+              for _ in range(bags)]
+    weights = np.mean(fitted, axis=0)
+    return weights / weights.sum(), cache.recall(weights)
+
+
+def paired_interval(difference: np.ndarray, draws: int, seed: int, level: float = 0.90) -> tuple[float, float]:
+    """Bootstrap interval over users of the mean of a per-user paired difference (NaNs dropped)."""
+    values = difference[~np.isnan(difference)]
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = np.array([values[rng.integers(0, len(values), len(values))].mean() for _ in range(draws)])
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)

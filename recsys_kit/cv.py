@@ -19,10 +19,11 @@ from recsys_kit.data import Dataset
 from recsys_kit.holdout import Holdout, assign_folds, contest_holdout, derive_seed, folds_fingerprint
 from recsys_kit.metrics import build_metrics, ndcg_per_user, recall_per_user, summarize
 from recsys_kit.models import build_model
+from recsys_kit.refit import (RefitOptions, fit_all_users, fixed_epoch_config, refit_epochs,
+                               run_lb_estimate, score_rows)
 from recsys_kit.scores import top_k
 
 EventCallback = Callable[[dict], None]
-SCORE_CHUNK = 4096  # users scored at once: bounds the dense block a model returns
 
 
 def _notify(on_event: EventCallback | None, kind: str, **payload) -> None:
@@ -46,17 +47,6 @@ def validation_slice(holdout: Holdout, train_users: np.ndarray, config: RunConfi
     return fit_users, (inner.input[keep], inner.target[keep])
 
 
-def _score_into(model, rows: sp.csr_matrix, out, out_rows: np.ndarray, scale: float = 1.0,
-                accumulate: bool = False) -> None:
-    for start in range(0, rows.shape[0], SCORE_CHUNK):
-        block = model.score(rows[start:start + SCORE_CHUNK])
-        index = out_rows[start:start + SCORE_CHUNK]
-        if accumulate:
-            out[index] += block * scale
-        else:
-            out[index] = block
-
-
 def _fold_metrics(scores: np.ndarray, target: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     best = top_k(scores, 10)
     return recall_per_user(best, target, 10), ndcg_per_user(best, target, 10)
@@ -65,8 +55,12 @@ def _fold_metrics(scores: np.ndarray, target: sp.csr_matrix) -> tuple[np.ndarray
 def run_cv(dataset: Dataset, config: RunConfig, folds: int, runs_dir: Path, name: str | None = None,
            device: str = "cpu", fold_of_user: np.ndarray | None = None,
            on_event: EventCallback | None = None,
-           on_fold_end: Callable[[int, float], None] | None = None, fit_seed: int | None = None) -> Path:
+           on_fold_end: Callable[[int, float], None] | None = None, fit_seed: int | None = None,
+           refit: RefitOptions = RefitOptions()) -> Path:
     """Run K-fold CV; returns the run directory. `on_fold_end(fold, running_mean)` may raise to stop.
+
+    After the folds, `refit` decides the test scores (one model on every public row by default)
+    and whether the leaderboard estimate's two extra fits run (see recsys_kit.refit).
 
     `fit_seed` (tuning trials; else `config.train.fit_seed` when >= 0) replaces `config.seed` for
     model fitting only, so the holdout, folds and validation users stay those of `config.seed`.
@@ -98,7 +92,11 @@ def run_cv(dataset: Dataset, config: RunConfig, folds: int, runs_dir: Path, name
 
     shape = dataset.matrix.shape
     oof_scores = runs.open_scores(run_dir / "oof_scores.npy", shape)
-    test_scores = runs.open_scores(run_dir / "test_scores.npy", shape)
+    # The fold models' mean on every user's full row: the submission under --refit folds.
+    fold_mean_file = {"folds": "test_scores.npy", "both": "test_scores_folds.npy"}.get(refit.mode)
+    fold_mean = runs.open_scores(run_dir / fold_mean_file, shape) if fold_mean_file else None
+    base_seed = fit_seed if fit_seed is not None else (
+        config.train.fit_seed if config.train.fit_seed >= 0 else config.seed)
     recall = np.full(dataset.n_users, np.nan)
     ndcg = np.full(dataset.n_users, np.nan)
     fold_records = []
@@ -109,8 +107,6 @@ def run_cv(dataset: Dataset, config: RunConfig, folds: int, runs_dir: Path, name
         fit_users, valid = validation_slice(holdout, train_users, config, fold)
         _notify(on_event, "fold_start", fold=fold, fit_users=len(fit_users), fold_users=len(fold_users),
                 valid_users=0 if valid is None else valid[0].shape[0], epochs=config.train.epochs)
-        base_seed = fit_seed if fit_seed is not None else (
-            config.train.fit_seed if config.train.fit_seed >= 0 else config.seed)
         model = build_model(config, seed=derive_seed(base_seed, "fit", fold), device=device)
 
         def on_epoch(record, fold=fold):
@@ -118,11 +114,11 @@ def run_cv(dataset: Dataset, config: RunConfig, folds: int, runs_dir: Path, name
 
         # The Dataset, not just its matrices: side models also read value labels (years).
         model.fit(holdout.input[fit_users], dataset, valid=valid, on_epoch=on_epoch)
-        _score_into(model, holdout.input[fold_users], oof_scores, fold_users)
+        score_rows(model, holdout.input, oof_scores, users=fold_users)
         fold_recall, fold_ndcg = _fold_metrics(np.asarray(oof_scores[fold_users]), holdout.target[fold_users])
         recall[fold_users], ndcg[fold_users] = fold_recall, fold_ndcg
-        _score_into(model, dataset.matrix, test_scores, np.arange(dataset.n_users), 1.0 / folds,
-                    accumulate=True)
+        if fold_mean is not None:
+            score_rows(model, dataset.matrix, fold_mean, 1.0 / folds, accumulate=True)
         record = {"fold": fold, "recall@10": summarize(fold_recall), "ndcg@10": summarize(fold_ndcg),
                   "users_evaluated": int((~np.isnan(fold_recall)).sum()),
                   "seconds": round(time.time() - fold_started, 2), "model": dict(model.summary)}
@@ -132,10 +128,41 @@ def run_cv(dataset: Dataset, config: RunConfig, folds: int, runs_dir: Path, name
             on_fold_end(fold, float(np.mean([r["recall@10"] for r in fold_records])))
 
     runs.finish_scores(run_dir / "oof_scores.npy", oof_scores)
-    runs.finish_scores(run_dir / "test_scores.npy", test_scores)
+    if fold_mean is not None:
+        runs.finish_scores(run_dir / fold_mean_file, fold_mean)
     metrics = build_metrics(recall, ndcg, activity, fold_of_user, has_target)
+    epochs, epochs_from = refit_epochs(fold_records, config)
+
+    def notify(kind, **payload):
+        _notify(on_event, kind, **payload)
+
+    if refit.lb_estimate:
+        estimate = run_lb_estimate(dataset, holdout, config, epochs, device, base_seed, refit, run_dir, notify)
+        metrics["lb_estimate"] = estimate
+        metrics["recall@10"]["lb_estimate"] = estimate["recall@10"]
+    metrics["refit"] = {"mode": refit.mode, "epochs": epochs, "epochs_from": epochs_from}
+    if refit.mode in ("full", "both"):
+        metrics["refit"].update(refit_full(dataset, config, epochs, device, base_seed, refit.seeds, run_dir,
+                                           notify))
     metrics.update({"model": config.model_name, "folds_detail": fold_records,
                     "wall_seconds": round(time.time() - started, 2)})
     runs.write_json(run_dir / "metrics.json", metrics)
     _notify(on_event, "end", run_dir=str(run_dir), metrics=metrics)
     return run_dir
+
+
+def refit_full(dataset: Dataset, config: RunConfig, epochs: int, device: str, base_seed: int, seeds: int,
+               run_dir: Path, notify) -> dict:
+    """test_scores.npy from models fitted on every public row (the contest's own training set),
+    averaged over `seeds` refits; autoencoders train for the folds' median best epoch."""
+    started = time.time()
+    fixed = fixed_epoch_config(config, epochs)
+    test_scores = runs.open_scores(run_dir / "test_scores.npy", dataset.matrix.shape)
+    for index in range(seeds):
+        notify("stage_start", stage=f"refit {index + 1}/{seeds}" if seeds > 1 else "refit", epochs=epochs)
+        model = fit_all_users(fixed, dataset.matrix, dataset, derive_seed(base_seed, "refit", index), device,
+                              on_epoch=lambda record: notify("epoch", fold="refit", **record))
+        score_rows(model, dataset.matrix, test_scores, 1.0 / seeds, accumulate=index > 0)
+        del model
+    runs.finish_scores(run_dir / "test_scores.npy", test_scores)
+    return {"seeds": seeds, "seconds": round(time.time() - started, 2)}

@@ -26,10 +26,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys_kit import runs
-from recsys_kit.blend_weights import K, CandidateCache, fit_weights
+from recsys_kit.blend_weights import K, CandidateCache, bagged_weights, paired_interval
 from recsys_kit.errors import DataError
 from recsys_kit.holdout import derive_seed
 from recsys_kit.metrics import build_metrics, ndcg_per_user, recall_per_user, summarize
+from recsys_kit.refit import LB_FILES, depth_estimate
 from recsys_kit.scores import NORMALIZATIONS, blend_blocks, normalize_rows, top_k, vote_blocks
 
 EventCallback = Callable[[dict], None]
@@ -50,6 +51,9 @@ class EnsembleOptions:
     fit_users: int = 16_000  # fit: users (with a target) sampled for the weight search
     steps: tuple[float, ...] = (0.2, 0.1, 0.05)  # fit: coordinate-ascent steps, coarse to fine
     chunk: int = 1024  # users per block: a float32 block is chunk x items x 4 bytes
+    bags: int = 8  # fit: weights averaged over fits on this many bootstrap resamples of the users
+    fallback: bool = True  # fit: use the best member alone unless the held-out gain is clear of zero
+    bootstrap: int = 1000  # resamples of half B's users for the gain's paired interval
 
     def check(self) -> None:
         if self.method not in METHODS:
@@ -57,7 +61,7 @@ class EnsembleOptions:
         if self.normalize not in NORMALIZATIONS:
             raise DataError(f"unknown normalisation {self.normalize!r}; choose one of "
                             f"{', '.join(NORMALIZATIONS)}")
-        for name in ("top_n", "candidates", "fit_users", "chunk"):
+        for name in ("top_n", "candidates", "fit_users", "chunk", "bags", "bootstrap"):
             if getattr(self, name) < 1:
                 raise DataError(f"ensemble option {name} must be >= 1, got {getattr(self, name)}")
         if not self.steps or not all(0 < s <= 1 for s in self.steps):
@@ -223,7 +227,7 @@ class _NpyWriter:
             self.tmp.unlink(missing_ok=True)
 
 
-def blend_file(members: list[Member], name: str, out: Path, weights: np.ndarray, options: EnsembleOptions,
+def blend_file(members: list[Member], name: str, out: Path | None, weights: np.ndarray, options: EnsembleOptions,
                target: sp.csr_matrix | None = None, on_chunk: Callable[[], None] | None = None) -> dict:
     """Blend score matrix `name` of the members into `out` (the first row of 2-D `weights`),
     chunk by chunk. With `target`: per-user Recall@10 / NDCG@10 of every blend ("recall",
@@ -233,7 +237,7 @@ def blend_file(members: list[Member], name: str, out: Path, weights: np.ndarray,
     n_blends = 1 if options.method == "vote" else len(weights)
     per_user = {key: np.full((count, n_users), np.nan) for key, count in (
         ("recall", n_blends), ("ndcg", n_blends), ("member_recall", len(members)), ("member_ndcg", len(members)))}
-    writer = _NpyWriter(out, (n_users, n_items))
+    writer = _NpyWriter(out, (n_users, n_items)) if out is not None else None
     try:
         for start in range(0, n_users, options.chunk):
             rows = slice(start, min(start + options.chunk, n_users))
@@ -244,15 +248,18 @@ def blend_file(members: list[Member], name: str, out: Path, weights: np.ndarray,
                     _score_into(per_user, "member_", raw, chunk_target, (m, rows))
 
             blends = blend_chunk(members, name, rows, weights, options, on_member)
-            writer.write(blends[0])
+            if writer is not None:
+                writer.write(blends[0])
             for b in range(n_blends if chunk_target is not None else 0):
                 _score_into(per_user, "", blends[b], chunk_target, (b, rows))
             del blends
             if on_chunk is not None:
                 on_chunk()
-        writer.finish()
+        if writer is not None:
+            writer.finish()
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
     return per_user
 
 
@@ -298,6 +305,7 @@ def run_ensemble(run_dirs, runs_dir: Path, name: str | None = None, options: Ens
             items=target.shape[1], method=options.method, normalize=options.normalize)
 
     fit_info: dict = {}
+    choice: dict = {"used": "blend", "reason": f"method {options.method}: no fitted weights to check"}
     weights = weights_a = np.full(n_members, 1.0 / n_members)
     if options.method == "fit":
         users = fit_sample(has_target, options.fit_users, options.seed)
@@ -306,14 +314,20 @@ def run_ensemble(run_dirs, runs_dir: Path, name: str | None = None, options: Ens
                             on_step=lambda: _notify(on_event, "advance", stage="cache"))
         _notify(on_event, "stage", stage="fit", total=2)
         in_a = ~half_b[users]
-        weights_a, sample_a, evals_a = fit_weights(cache.subset(in_a).recall, n_members, options.steps)
+        weights_a, sample_a = bagged_weights(cache.subset(in_a), n_members, options.steps, options.bags,
+                                             derive_seed(options.seed, "bags-half-a"))
         _notify(on_event, "advance", stage="fit", weights=weights_a.tolist())
-        weights, sample_all, evals_all = fit_weights(cache.recall, n_members, options.steps)
+        weights, sample_all = bagged_weights(cache, n_members, options.steps, options.bags,
+                                             derive_seed(options.seed, "bags"))
         _notify(on_event, "advance", stage="fit", weights=weights.tolist())
         del cache
-        fit_info = {"users": len(users), "users_half_a": int(in_a.sum()),
-                    "sample_recall@10_half_a": sample_a, "sample_recall@10": sample_all,
-                    "evaluations": evals_a + evals_all}
+        fit_info = {"users": len(users), "users_half_a": int(in_a.sum()), "bags": options.bags,
+                    "sample_recall@10_half_a": sample_a, "sample_recall@10": sample_all}
+        _notify(on_event, "stage", stage="check", total=chunks)
+        check = blend_file(members, "oof_scores.npy", None, weights_a, options, target=target,
+                           on_chunk=lambda: _notify(on_event, "advance", stage="check"))
+        choice = choose_blend(members, check, half_b, weights, options)
+        weights = np.asarray(choice["weights"])
 
     run_dir = runs.create_run_dir(runs_dir, name or runs.default_run_name("ensemble"))
     normalize = "rank" if options.method == "vote" else options.normalize
@@ -337,6 +351,7 @@ def run_ensemble(run_dirs, runs_dir: Path, name: str | None = None, options: Ens
     blend_file(members, "test_scores.npy", run_dir / "test_scores.npy", weights, options,
                on_chunk=lambda: _notify(on_event, "advance", stage="test"))
 
+    estimate = blend_lb_estimate(members, weights, options)
     members_report = [{
         "path": str(member.path), "name": member.name, "model": member.metrics.get("model"),
         "weight": float(weights[m]), "weight_half_a": float(weights_a[m]),
@@ -347,15 +362,58 @@ def run_ensemble(run_dirs, runs_dir: Path, name: str | None = None, options: Ens
     metrics = build_metrics(per_user["recall"][0], per_user["ndcg"][0], activity, fold_of_user, has_target)
     metrics.update({
         "model": "ensemble", "method": options.method, "normalize": normalize, "weights": weights.tolist(),
-        "members": members_report, "fit": fit_info, "wall_seconds": round(time.time() - started, 2),
+        "members": members_report, "fit": fit_info, "choice": choice, "lb_estimate": estimate,
+        "wall_seconds": round(time.time() - started, 2),
         "holdout_half": {"recall@10": summarize(half_recall), "ndcg@10": summarize(half_ndcg),
                          "users_evaluated": int((~np.isnan(half_recall)).sum()),
                          "weights": weights_a.tolist(), "seed": options.seed,
                          "note": "weights fitted on half A of the users, scored on half B" if
                          options.method == "fit" else "no fitting: the same blend, scored on half B"}})
+    metrics["recall@10"]["lb_estimate"] = estimate.get("recall@10")
     runs.write_json(run_dir / "metrics.json", metrics)  # last: its presence marks a finished run
     _notify(on_event, "end", run_dir=str(run_dir), metrics=metrics)
     return run_dir
+
+
+def choose_blend(members: list[Member], check: dict, half_b: np.ndarray, weights: np.ndarray,
+                 options: EnsembleOptions) -> dict:
+    """The blend, or the best member alone when the blend's gain on half B is not clear of zero.
+
+    The gain is paired per user: the half-A blend against the member that was best on half A,
+    both scored on half B, with a bootstrap interval over half B's users."""
+    member_a = [summarize(check["member_recall"][m][~half_b]) for m in range(len(members))]
+    rival = int(np.argmax(member_a))
+    gain = np.where(half_b, check["recall"][0] - check["member_recall"][rival], np.nan)
+    low, high = paired_interval(gain, options.bootstrap, derive_seed(options.seed, "gain"))
+    out = {"gain_half_b": summarize(gain), "gain_interval90": [low, high], "rival": members[rival].name}
+    if low > 0 or not options.fallback:
+        reason = "the gain's 90% interval lies above zero" if low > 0 else "--no-fallback"
+        return {**out, "used": "blend", "weights": [float(w) for w in weights], "reason": reason}
+    best = int(np.argmax([(m.metrics.get("recall@10") or {}).get("mean", -1.0) for m in members]))
+    return {**out, "used": f"best member {members[best].name}", "weights": np.eye(len(members))[best].tolist(),
+            "fitted_weights": [float(w) for w in weights],
+            "reason": "the blend's gain over the best member on half B is not clear of zero "
+                      "(90% interval reaches 0): submitting the best member by OOF alone"}
+
+
+def blend_lb_estimate(members: list[Member], weights: np.ndarray, options: EnsembleOptions) -> dict:
+    """The members' leaderboard-estimate rows (one and two levels of hiding down), blended with
+    the final weights and extrapolated as for one model (recsys_kit.refit)."""
+    if not all((m.path / name).exists() for m in members for name in LB_FILES):
+        return {"recall@10": None, "reason": "a member has no leaderboard-estimate rows (cv --no-lb-estimate)"}
+    sample = np.load(members[0].path / "lb_users.npy")
+    if any(not np.array_equal(np.load(m.path / "lb_users.npy"), sample) for m in members[1:]):
+        return {"recall@10": None, "reason": "the members' estimate samples differ (other seed or holdout)"}
+    recall = {}
+    for level in ("level2", "level3"):
+        target = sp.load_npz(members[0].path / f"lb_{level}_target.npz").tocsr()
+        recall[level] = np.full(len(sample), np.nan)
+        for start in range(0, len(sample), options.chunk):
+            rows = slice(start, min(start + options.chunk, len(sample)))
+            block = blend_chunk(members, f"lb_{level}_scores.npy", rows, weights, options)[0]
+            recall[level][rows] = recall_per_user(top_k(block, K), target[rows], K)
+    entry = depth_estimate(recall["level2"], recall["level3"], 200, options.seed)
+    return {**entry, "method": "depth extrapolation R2 * R2/R3 on the members' sample rows"}
 
 
 def _brief(metric: dict | None) -> dict | None:

@@ -28,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from recsys_kit import runs
 from recsys_kit.config import RunConfig, from_dict
 from recsys_kit.cv import run_cv
+from recsys_kit.refit import RefitOptions
 from recsys_kit.data import Dataset
 from recsys_kit.errors import DataError
 from recsys_kit.holdout import assign_folds, derive_seed, folds_fingerprint
@@ -317,7 +318,8 @@ def run_tune(dataset: Dataset, base: RunConfig, space: SearchSpace, options: Tun
         try:
             path = run_cv(dataset, config, options.folds, study_dir / "trials", name=f"trial-{trial.number:04d}",
                           device=options.device, fold_of_user=folds, on_event=on_cv_event,
-                          on_fold_end=on_fold_end, fit_seed=fit_seed)
+                          on_fold_end=on_fold_end, fit_seed=fit_seed,
+                          refit=RefitOptions(mode="none", lb_estimate=False))  # a trial needs OOF alone
         finally:
             if not options.keep_scores:
                 _drop_scores(run_dir[0] if run_dir else None)

@@ -1,0 +1,188 @@
+"""Does the kit's leaderboard estimate predict the leaderboard? A nested contest with hidden answers.
+
+    python bench/lb_fidelity.py --data data/ml-1m --work /tmp/lbf-ml1m [--models popularity ease ...]
+
+From a contest-layout data set, hide contest-like answers one level up (each user's last
+`--n-last` items by time plus `--n-random` random earlier ones, keeping at least `--min-keep`),
+write the rest as the public contest, and run the kit's own loop on it: `kit cv` of every model
+(with the test scores both from the refit on every public row and from the fold average),
+`kit ensemble` of all of them, `kit submit` of each, then grade every CSV against the hidden
+answers with the contest's metric (Recall@10 = hits / min(10, |hidden|), mean over users).
+
+Prints and writes JSON (`--out`, default bench/results/lb_fidelity-<data name>.json): per model
+the OOF figure, the kit's leaderboard estimate, the nested leaderboard with `--refit full` and with
+`folds`, the errors of estimate and OOF against the leaderboard, and whether the rankings agree.
+Runs already finished in `--work` are reused, so a second call only redoes what is missing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recsys_kit import runs
+from recsys_kit.config import HoldoutConfig, load_config
+from recsys_kit.cv import run_cv
+from recsys_kit.data import RATINGS_FILE, SIDE_FILES, load_dataset
+from recsys_kit.ensemble import EnsembleOptions, run_ensemble
+from recsys_kit.holdout import contest_holdout
+from recsys_kit.refit import RefitOptions
+from recsys_kit.submission import write_submission
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def nested_contest(data_dir: Path, public_dir: Path, rule: HoldoutConfig, seed: int) -> pd.DataFrame:
+    """Write the public part as a contest folder; return the hidden answers (original ids)."""
+    dataset = load_dataset(data_dir)
+    split = contest_holdout(dataset.matrix, dataset.times, rule, seed)
+    public = split.input.tocoo()
+    times = split.input_times.tocoo()
+    frame = pd.DataFrame({"user": dataset.user_ids[public.row], "item": dataset.item_ids[public.col],
+                          "time": times.data})
+    if float(frame["time"].abs().max()) < 2**53 and np.all(frame["time"] == frame["time"].round()):
+        frame["time"] = frame["time"].astype(np.int64)
+    public_dir.mkdir(parents=True, exist_ok=True)
+    frame.sort_values(["user", "time"], kind="stable").to_csv(public_dir / RATINGS_FILE, index=False)
+    for name in SIDE_FILES:
+        if (data_dir / f"{name}.tsv").exists():
+            shutil.copyfile(data_dir / f"{name}.tsv", public_dir / f"{name}.tsv")
+    hidden = split.target.tocoo()
+    return pd.DataFrame({"user": dataset.user_ids[hidden.row], "item": dataset.item_ids[hidden.col]})
+
+
+def grade(csv_path: Path, answers: pd.DataFrame) -> float:
+    """The contest's Recall@10 of a submission CSV against the hidden answers."""
+    submitted = pd.read_csv(csv_path)
+    hits = submitted.merge(answers, on=["user", "item"]).groupby("user").size()
+    hidden = answers.groupby("user").size()
+    return float((hits.reindex(hidden.index, fill_value=0) / np.minimum(10, hidden)).mean())
+
+
+def finished(run_dir: Path) -> bool:
+    return (run_dir / "metrics.json").exists()
+
+
+def run_model(model: str, public_dir: Path, runs_dir: Path, folds: int, overrides: list[str]) -> Path:
+    run_dir = runs_dir / model
+    if finished(run_dir):
+        return run_dir
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # an unfinished run of this bench: start it again
+    config = load_config(ROOT / "configs" / f"{model}.toml", overrides)
+    run_cv(load_dataset(public_dir), config, folds, runs_dir, name=model, device="cpu",
+           refit=RefitOptions(mode="both"))
+    return run_dir
+
+
+def submit_and_grade(run_dir: Path, scores_name: str, answers: pd.DataFrame, out_dir: Path) -> float:
+    """Through `kit submit`'s own writer; a fold-average submission is written from a copy."""
+    source = run_dir
+    if scores_name != "test_scores.npy":
+        source = out_dir / f"{run_dir.name}-folds"
+        source.mkdir(parents=True, exist_ok=True)
+        for name in ("user_ids.npy", "item_ids.npy"):
+            shutil.copyfile(run_dir / name, source / name)
+        (source / "test_scores.npy").unlink(missing_ok=True)
+        (source / "test_scores.npy").symlink_to((run_dir / scores_name).resolve())
+    csv = out_dir / f"{source.name}.csv"
+    csv.unlink(missing_ok=True)
+    write_submission(source, csv)
+    return grade(csv, answers)
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    ra, rb = pd.Series(a).rank(), pd.Series(b).rank()
+    return float(np.corrcoef(ra, rb)[0, 1]) if len(a) > 1 else 1.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="contest-layout folder (kit convert)")
+    parser.add_argument("--work", type=Path, required=True, help="scratch folder: public data, runs, CSVs")
+    parser.add_argument("--models", nargs="+",
+                        default=["popularity", "ease", "multidae", "multidae_side", "multivae"])
+    parser.add_argument("--n-last", type=int, default=1)
+    parser.add_argument("--n-random", type=int, default=9)
+    parser.add_argument("--min-keep", type=int, default=2)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=12345, help="seed of the nested contest's answers")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override for every model")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    out = args.out or ROOT / "bench" / "results" / f"lb_fidelity-{args.data.name}.json"
+    public_dir, runs_dir, csv_dir = args.work / "public", args.work / "runs", args.work / "submissions"
+    answers_path = args.work / "answers.csv"
+    if not answers_path.exists():
+        rule = HoldoutConfig(n_last=args.n_last, n_random=args.n_random, min_input=args.min_keep)
+        nested_contest(args.data, public_dir, rule, args.seed).to_csv(answers_path, index=False)
+    answers = pd.read_csv(answers_path)
+    csv_dir.mkdir(parents=True, exist_ok=True)
+
+    rows = []
+    for model in args.models:
+        started = time.time()
+        run_dir = run_model(model, public_dir, runs_dir, args.folds, args.overrides)
+        metrics = runs.read_json(run_dir / "metrics.json")
+        row = {"model": model, "run": str(run_dir), "oof": metrics["recall@10"]["mean"],
+               "oof_std": metrics["recall@10"]["std"], "estimate": metrics["recall@10"].get("lb_estimate"),
+               "estimate_interval90": metrics.get("lb_estimate", {}).get("interval90"),
+               "lb_refit_full": submit_and_grade(run_dir, "test_scores.npy", answers, csv_dir),
+               "lb_refit_folds": submit_and_grade(run_dir, "test_scores_folds.npy", answers, csv_dir),
+               "cv_wall_seconds": metrics["wall_seconds"], "bench_seconds": round(time.time() - started, 1)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    blend_dir = runs_dir / "ensemble"
+    if blend_dir.exists() and not finished(blend_dir):
+        shutil.rmtree(blend_dir)
+    if len(rows) > 1 and not finished(blend_dir):
+        run_ensemble([r["run"] for r in rows], runs_dir, name="ensemble", options=EnsembleOptions())
+    if len(rows) > 1:
+        blend = runs.read_json(blend_dir / "metrics.json")
+        rows.append({"model": "blend", "run": str(blend_dir), "oof": blend["recall@10"]["mean"],
+                     "oof_std": blend["recall@10"]["std"], "estimate": blend["recall@10"].get("lb_estimate"),
+                     "estimate_interval90": (blend.get("lb_estimate") or {}).get("interval90"),
+                     "lb_refit_full": submit_and_grade(blend_dir, "test_scores.npy", answers, csv_dir),
+                     "lb_refit_folds": None, "choice": blend.get("choice"),
+                     "cv_wall_seconds": blend["wall_seconds"]})
+
+    for row in rows:
+        lb = row["lb_refit_full"]
+        row["estimate_error"] = None if row["estimate"] is None else row["estimate"] / lb - 1
+        row["oof_error"] = row["oof"] / lb - 1
+    singles = [r for r in rows if r["model"] != "blend" and r["estimate"] is not None]
+    summary = {
+        "data": str(args.data), "answers": {"n_last": args.n_last, "n_random": args.n_random,
+                                            "min_keep": args.min_keep, "seed": args.seed,
+                                            "users": int(answers["user"].nunique()), "pairs": len(answers)},
+        "rank_spearman_estimate_vs_lb": spearman([r["estimate"] for r in singles],
+                                                 [r["lb_refit_full"] for r in singles]),
+        "rank_spearman_oof_vs_lb": spearman([r["oof"] for r in singles], [r["lb_refit_full"] for r in singles]),
+        "same_best_model": (max(singles, key=lambda r: r["estimate"])["model"] ==
+                            max(singles, key=lambda r: r["lb_refit_full"])["model"]) if singles else None,
+        "rows": rows}
+    print(f"\n{args.data.name}: nested contest, {summary['answers']['users']:,} users, hidden = last "
+          f"{args.n_last} + {args.n_random} random (keep >= {args.min_keep})")
+    print(f"{'model':<14}{'OOF':>8}{'estimate':>10}{'LB full':>10}{'LB folds':>10}{'est err':>9}{'OOF err':>9}")
+    for r in rows:
+        estimate = f"{r['estimate']:.4f}" if r["estimate"] is not None else "-"
+        folds = f"{r['lb_refit_folds']:.4f}" if r["lb_refit_folds"] is not None else "-"
+        error = f"{100 * r['estimate_error']:+.1f}%" if r["estimate_error"] is not None else "-"
+        print(f"{r['model']:<14}{r['oof']:>8.4f}{estimate:>10}{r['lb_refit_full']:>10.4f}{folds:>10}"
+              f"{error:>9}{100 * r['oof_error']:>+8.1f}%")
+    print(f"rank agreement (Spearman) estimate vs LB {summary['rank_spearman_estimate_vs_lb']:.2f}, "
+          f"OOF vs LB {summary['rank_spearman_oof_vs_lb']:.2f}; same best model: {summary['same_best_model']}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

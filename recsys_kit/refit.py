@@ -1,0 +1,171 @@
+"""Fits on every user's rows after the folds: the submission's refit and the leaderboard estimate.
+
+The contest trains on every public row of every user and scores the same users, one level of
+hiding above the kit's holdout. Two things follow:
+  - the submission comes from one model fitted on all public rows (`refit full`), not from the
+    fold models, which each saw 80% of the users' inputs only;
+  - the leaderboard is estimated by depth extrapolation. Fit the same recipe one level down
+    (every user's holdout input -> the holdout targets: R2) and two levels down (hide a second
+    holdout from those inputs: R3). Each level of hiding costs about the same fraction, so the
+    contest's level reads R1 ~ R2 * (R2 / R3), the ratio taken on users with targets at both
+    levels. Nothing here trains on a holdout target, and OOF matrices stay as the folds made them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys_kit import runs
+from recsys_kit.errors import DataError
+from recsys_kit.holdout import Holdout, contest_holdout, derive_seed
+from recsys_kit.metrics import recall_per_user
+from recsys_kit.models import build_model
+from recsys_kit.scores import top_k
+
+REFIT_MODES = ("full", "folds", "both", "none")
+SCORE_CHUNK = 4096
+# What a run keeps for a blend's leaderboard estimate (rows of a seeded user sample).
+LB_FILES = ("lb_users.npy", "lb_level2_scores.npy", "lb_level3_scores.npy", "lb_level2_target.npz",
+            "lb_level3_target.npz")
+
+
+@dataclass(frozen=True)
+class RefitOptions:
+    # full: test scores from one model fitted on every public row | folds: the fold models' mean |
+    # both: full into test_scores.npy and the fold mean into test_scores_folds.npy | none: no test scores
+    mode: str = "full"
+    seeds: int = 1  # full: average this many refits, each with its own seed (bagging)
+    lb_estimate: bool = True  # the two extra fits of the depth extrapolation
+    estimate_users: int = 10_000  # users whose level-2/3 score rows are kept so blends get an estimate too
+    bootstrap: int = 200  # resamples of the users for the estimate's interval
+
+    def __post_init__(self):
+        if self.mode not in REFIT_MODES:
+            raise DataError(f"--refit {self.mode!r}: choose one of {', '.join(REFIT_MODES)}")
+        if self.seeds < 1:
+            raise DataError(f"--refit-seeds must be >= 1, got {self.seeds}")
+        if self.estimate_users < 1 or self.bootstrap < 1:
+            raise DataError("estimate_users and bootstrap must be >= 1")
+
+
+def refit_epochs(fold_records: list[dict], config) -> tuple[int, str]:
+    """The epoch count for fits without a validation slice: the median of the folds' best epochs."""
+    best = [r["model"]["best_epoch"] for r in fold_records if r["model"].get("best_epoch")]
+    if not best:
+        return config.train.epochs, "config (the model has no epochs or no early stopping ran)"
+    return max(1, int(round(float(np.median(best))))), f"median of the folds' best epochs {best}"
+
+
+def fixed_epoch_config(config, epochs: int):
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
+
+
+def fit_all_users(config, rows: sp.csr_matrix, dataset, seed: int, device: str, on_epoch=None):
+    """One model on every user's `rows`, with no validation slice (the epochs are fixed)."""
+    model = build_model(config, seed=seed, device=device)
+    return model.fit(rows, dataset, valid=None, on_epoch=on_epoch)
+
+
+def score_rows(model, rows: sp.csr_matrix, out, scale: float = 1.0, accumulate: bool = False,
+               users: np.ndarray | None = None) -> None:
+    """out[users] (= or +=) model scores of rows[users], a chunk of users at a time."""
+    users = np.arange(rows.shape[0]) if users is None else users
+    for start in range(0, len(users), SCORE_CHUNK):
+        index = users[start:start + SCORE_CHUNK]
+        block = model.score(rows[index])
+        if scale != 1.0:
+            block *= scale
+        if accumulate:
+            out[index] += block
+        else:
+            out[index] = block
+
+
+def recall_of(model, inputs: sp.csr_matrix, target: sp.csr_matrix, keep_rows: np.ndarray | None = None,
+              kept=None) -> np.ndarray:
+    """Per-user Recall@10 (NaN without a target); the score rows of the sorted `keep_rows` go to `kept`."""
+    recall = np.full(inputs.shape[0], np.nan)
+    for start in range(0, inputs.shape[0], SCORE_CHUNK):
+        stop = min(start + SCORE_CHUNK, inputs.shape[0])
+        block = model.score(inputs[start:stop])
+        recall[start:stop] = recall_per_user(top_k(block, 10), target[start:stop], 10)
+        if kept is not None:
+            low, high = np.searchsorted(keep_rows, [start, stop])
+            kept[low:high] = block[keep_rows[low:high] - start]
+    return recall
+
+
+def depth_estimate(recall2: np.ndarray, recall3: np.ndarray, bootstrap: int, seed: int) -> dict:
+    """R2 * R2/R3 (ratio on users with targets at both levels), with a bootstrap interval over users."""
+    has2 = ~np.isnan(recall2)
+    both = has2 & ~np.isnan(recall3)
+    if not both.any():
+        return {"recall@10": None, "reason": "no user keeps enough items for a second level of hiding; "
+                                             "lower [holdout] min_input for an estimate"}
+
+    def estimate(r2, r3, r2_all):
+        return float(np.mean(r2_all) * np.mean(r2) / max(np.mean(r3), 1e-12))
+
+    r2b, r3b, r2a = recall2[both], recall3[both], recall2[has2]
+    value = estimate(r2b, r3b, r2a)
+    rng = np.random.default_rng(derive_seed(seed, "lb-bootstrap"))
+    draws = []
+    for _ in range(bootstrap):
+        pick = rng.integers(0, len(r2b), len(r2b))
+        draws.append(estimate(r2b[pick], r3b[pick], r2a[rng.integers(0, len(r2a), len(r2a))]))
+    low, high = np.percentile(draws, [5, 95])
+    return {"recall@10": value, "interval90": [float(low), float(high)], "level2": float(np.mean(r2a)),
+            "level2_common": float(np.mean(r2b)), "level3_common": float(np.mean(r3b)),
+            "ratio": float(np.mean(r2b) / max(np.mean(r3b), 1e-12)),
+            "users_level2": int(has2.sum()), "users_both_levels": int(both.sum())}
+
+
+def estimate_sample(has_target: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Sorted users (with a level-2 target) whose level-2/3 rows are kept for blend estimates;
+    derived from the seed and the holdouts alone, so every run on the same holdout picks the same."""
+    users = np.flatnonzero(has_target)
+    if len(users) > size:
+        users = np.sort(np.random.default_rng(derive_seed(seed, "lb-sample")).choice(users, size, replace=False))
+    return users
+
+
+def level3_holdout(holdout: Holdout, config) -> Holdout:
+    """A second contest-like holdout taken from the first one's inputs (the same rules)."""
+    return contest_holdout(holdout.input, holdout.input_times, config.holdout,
+                           derive_seed(config.seed, "lb-level3"))
+
+
+def run_lb_estimate(dataset, holdout: Holdout, config, epochs: int, device: str, base_seed: int,
+                    options: RefitOptions, run_dir, notify: Callable[..., None]) -> dict:
+    """The estimate's two fits; writes the sample rows a blend's estimate needs (LB_FILES) into
+    run_dir and returns the metrics entry."""
+    started = time.time()
+    level3 = level3_holdout(holdout, config)
+    fixed = fixed_epoch_config(config, epochs)
+    # Users with a level-2 target (level 3 may have none): the sample stands for every user that
+    # the level-2 figure counts, so a blend's estimate reads as its members' do.
+    sample = estimate_sample(holdout.has_target, options.estimate_users, config.seed)
+    runs.save_npy(run_dir / "lb_users.npy", sample)
+    runs.save_sparse(run_dir / "lb_level2_target.npz", holdout.target[sample])
+    runs.save_sparse(run_dir / "lb_level3_target.npz", level3.target[sample])
+    per_level = {}
+    for level, (inputs, target) in (("level2", (holdout.input, holdout.target)),
+                                    ("level3", (level3.input, level3.target))):
+        notify("stage_start", stage=f"estimate {level}", epochs=epochs)
+        model = fit_all_users(fixed, inputs, dataset, derive_seed(base_seed, "lb", level), device,
+                              on_epoch=lambda record, level=level: notify("epoch", fold=level, **record))
+        path = run_dir / f"lb_{level}_scores.npy"
+        kept = runs.open_scores(path, (len(sample), inputs.shape[1])) if len(sample) else None
+        per_level[level] = recall_of(model, inputs, target, sample, kept)
+        if kept is not None:
+            runs.finish_scores(path, kept)
+        del model, kept
+    entry = depth_estimate(per_level["level2"], per_level["level3"], options.bootstrap, config.seed)
+    entry.update({"method": "depth extrapolation R2 * R2/R3", "epochs": epochs,
+                  "seconds": round(time.time() - started, 2)})
+    return entry

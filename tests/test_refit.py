@@ -1,0 +1,126 @@
+"""The submission's refit on every public row, and the leaderboard estimate's bookkeeping."""
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recsys_kit.config import load_config
+from recsys_kit.cv import run_cv, validation_slice
+from recsys_kit.data import from_interactions
+from recsys_kit.ensemble import EnsembleOptions, run_ensemble
+from recsys_kit.errors import DataError
+from recsys_kit.holdout import contest_holdout, derive_seed
+from recsys_kit.metrics import recall_per_user
+from recsys_kit.models.ease import EASE, EASEConfig
+from recsys_kit.refit import RefitOptions, depth_estimate, level3_holdout
+from recsys_kit.scores import top_k
+from tests.conftest import two_cluster_rows
+
+
+def tiny_dataset(n_users=60, n_items=24, seed=0):
+    rows = two_cluster_rows(n_users=n_users, n_items=n_items, seed=seed).tocoo()
+    times = np.random.default_rng(seed).random(len(rows.row)) * 1000
+    return from_interactions(rows.row + 1, rows.col + 10, times)
+
+
+def read_metrics(run_dir):
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_refit_full_is_a_direct_fit_on_every_public_row_and_folds_keeps_the_fold_mean(tmp_path):
+    dataset = tiny_dataset()
+    config = load_config(None, ["model.name=ease", "model.l2=5"])
+    run_dir = run_cv(dataset, config, 3, tmp_path, name="ease", refit=RefitOptions(mode="both"))
+    direct = EASE(EASEConfig(l2=5.0)).fit(dataset.matrix).score(dataset.matrix)
+    np.testing.assert_allclose(np.load(run_dir / "test_scores.npy"), direct, atol=1e-5)
+    # The fold mean: each fold's EASE on its training users' holdout inputs (less the validation slice).
+    holdout = contest_holdout(dataset.matrix, dataset.times, config.holdout, config.seed)
+    folds = np.load(run_dir / "folds.npy")
+    expected = np.zeros(dataset.matrix.shape, dtype=np.float32)
+    for fold in range(3):
+        fit_users, _ = validation_slice(holdout, np.flatnonzero(folds != fold), config, fold)
+        expected += EASE(EASEConfig(l2=5.0)).fit(holdout.input[fit_users]).score(dataset.matrix) / 3
+    np.testing.assert_allclose(np.load(run_dir / "test_scores_folds.npy"), expected, atol=1e-5)
+    metrics = read_metrics(run_dir)
+    assert metrics["refit"]["mode"] == "both" and metrics["refit"]["seeds"] == 1
+
+
+def test_refit_folds_writes_only_the_fold_mean_and_none_writes_no_test_scores(tmp_path):
+    dataset = tiny_dataset()
+    config = load_config(None, ["model.name=ease", "model.l2=5"])
+    folds_run = run_cv(dataset, config, 3, tmp_path, name="f", refit=RefitOptions(mode="folds", lb_estimate=False))
+    both_run = run_cv(dataset, config, 3, tmp_path, name="b", refit=RefitOptions(mode="both", lb_estimate=False))
+    np.testing.assert_array_equal(np.load(folds_run / "test_scores.npy"),
+                                  np.load(both_run / "test_scores_folds.npy"))
+    none_run = run_cv(dataset, config, 3, tmp_path, name="n", refit=RefitOptions(mode="none", lb_estimate=False))
+    assert not (none_run / "test_scores.npy").exists() and "lb_estimate" not in read_metrics(none_run)
+    with pytest.raises(DataError, match="--refit"):
+        RefitOptions(mode="everything")
+
+
+def test_autoencoder_refits_for_the_median_best_epoch_and_bags_seeds(tmp_path):
+    dataset = tiny_dataset()
+    config = load_config(None, ["model.name=multidae", "train.epochs=6", "train.patience=2",
+                                "model.hidden_dims=[16, 8]"])
+    run_dir = run_cv(dataset, config, 3, tmp_path, name="dae", refit=RefitOptions(seeds=2, lb_estimate=False))
+    metrics = read_metrics(run_dir)
+    best = [fold["model"]["best_epoch"] for fold in metrics["folds_detail"]]
+    assert metrics["refit"]["epochs"] == int(round(float(np.median(best))))
+    assert str(best) in metrics["refit"]["epochs_from"] and metrics["refit"]["seeds"] == 2
+    scores = np.load(run_dir / "test_scores.npy")
+    assert np.all(np.isneginf(scores[dataset.matrix.nonzero()])) and np.isfinite(scores[dataset.matrix.toarray() == 0]).all()
+
+
+def test_depth_estimate_by_hand():
+    recall2 = np.array([0.5, 0.3, np.nan, 0.1])
+    recall3 = np.array([0.25, np.nan, np.nan, 0.05])
+    entry = depth_estimate(recall2, recall3, bootstrap=50, seed=0)
+    # R2 over every level-2 user (0.3); ratio on users with both levels: 0.3 / 0.15 = 2.
+    assert entry["level2"] == pytest.approx(0.3) and entry["ratio"] == pytest.approx(2.0)
+    assert entry["recall@10"] == pytest.approx(0.6)
+    assert entry["users_level2"] == 3 and entry["users_both_levels"] == 2
+    assert entry["interval90"][0] <= entry["interval90"][1]
+    assert depth_estimate(recall2, np.full(4, np.nan), 10, 0)["recall@10"] is None
+
+
+def test_the_estimate_in_metrics_json_is_r2_squared_over_r3_of_direct_fits(tmp_path):
+    dataset = tiny_dataset(n_users=80, n_items=30)
+    config = load_config(None, ["model.name=ease", "model.l2=5", "holdout.n_random=2"])
+    run_dir = run_cv(dataset, config, 3, tmp_path, name="ease")
+    metrics = read_metrics(run_dir)
+    holdout = contest_holdout(dataset.matrix, dataset.times, config.holdout, config.seed)
+    level3 = level3_holdout(holdout, config)
+
+    def recall(inputs, target):  # EASE has no seed: a direct fit on every user's rows at that level
+        return recall_per_user(top_k(EASE(EASEConfig(l2=5.0)).fit(inputs).score(inputs), 10), target, 10)
+
+    expected = depth_estimate(recall(holdout.input, holdout.target), recall(level3.input, level3.target), 200,
+                              config.seed)
+    assert metrics["recall@10"]["lb_estimate"] == pytest.approx(expected["recall@10"])
+    assert metrics["lb_estimate"]["level2"] == pytest.approx(expected["level2"])
+    # No fit of the estimate ever trains on a holdout target: level 3's inputs lie inside level 2's.
+    assert (level3.input.multiply(holdout.target)).nnz == 0 and (level3.input > holdout.input).nnz == 0
+    sample = np.load(run_dir / "lb_users.npy")
+    assert np.array_equal(sample, np.flatnonzero(holdout.has_target))
+    assert np.load(run_dir / "lb_level2_scores.npy").shape == (len(sample), dataset.n_items)
+
+
+def test_blend_of_refitted_members_gets_an_estimate_and_falls_back_when_the_gain_is_noise(tmp_path):
+    dataset = tiny_dataset(n_users=90, n_items=24)
+    runs_dir = tmp_path / "runs"
+    shallow = ["holdout.n_random=2"]  # ten items a user: room for two levels of hiding
+    ease = run_cv(dataset, load_config(None, ["model.name=ease", "model.l2=5", *shallow]), 3, runs_dir, name="ease")
+    pop = run_cv(dataset, load_config(None, ["model.name=popularity", *shallow]), 3, runs_dir, name="pop")
+    blend_dir = run_ensemble([ease, pop], runs_dir, name="blend", options=EnsembleOptions(bags=3))
+    metrics = read_metrics(blend_dir)
+    choice = metrics["choice"]
+    low, high = choice["gain_interval90"]
+    assert low <= choice["gain_half_b"] <= high
+    if low <= 0:  # the fallback: the best member by OOF, alone
+        assert choice["used"] == "best member ease" and metrics["weights"] == [1.0, 0.0]
+    assert metrics["lb_estimate"]["recall@10"] is not None, metrics["lb_estimate"]
+    assert metrics["recall@10"]["lb_estimate"] == metrics["lb_estimate"]["recall@10"]
+    forced = read_metrics(run_ensemble([ease, pop], runs_dir, name="forced",
+                                       options=EnsembleOptions(bags=3, fallback=False)))
+    assert forced["choice"]["used"] == "blend"
