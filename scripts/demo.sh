@@ -18,8 +18,10 @@ csv=$("$kit" submit "$blend" --out "demo/submissions/$(basename "$blend").csv" |
 import json, sys
 for run in sys.argv[1:]:
     m = json.load(open(f"{run}/metrics.json"))["recall@10"]
-    print(f"OOF Recall@10 {m['mean']:.4f} +- {m['std']:.4f}  {run}")
-half = json.load(open(f"{sys.argv[-1]}/metrics.json"))["holdout_half"]
-print(f"blend on the held-out half of the users: Recall@10 {half['recall@10']:.4f}")
+    estimate = f"  leaderboard estimate {m['lb_estimate']:.4f}" if m.get("lb_estimate") is not None else ""
+    print(f"OOF Recall@10 {m['mean']:.4f} +- {m['std']:.4f}{estimate}  {run}")
+blend = json.load(open(f"{sys.argv[-1]}/metrics.json"))
+print(f"blend on the held-out half of the users: Recall@10 {blend['holdout_half']['recall@10']:.4f}; "
+      f"submitting: {blend['choice']['used']}")
 PY
 echo "submission: $csv  ($(( $(date +%s) - started )) s)"

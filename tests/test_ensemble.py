@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from recsys_kit import runs
-from recsys_kit.ensemble import (EnsembleOptions, Member, blend_file, check_compatible, fit_weights,
-                                 run_ensemble)
+from recsys_kit.blend_weights import fit_weights
+from recsys_kit.ensemble import EnsembleOptions, Member, blend_file, check_compatible, run_ensemble
 from recsys_kit.errors import DataError
 from recsys_kit.scores import NORMALIZATIONS, blend_blocks, normalize_rows, top_k
 
