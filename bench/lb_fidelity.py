@@ -24,45 +24,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from recsys_kit import runs
 from recsys_kit.config import HoldoutConfig, load_config
 from recsys_kit.cv import run_cv
-from recsys_kit.data import RATINGS_FILE, SIDE_FILES, load_dataset
+from recsys_kit.data import load_dataset
 from recsys_kit.ensemble import EnsembleOptions, run_ensemble
-from recsys_kit.holdout import contest_holdout
+from recsys_kit.nested import grade, nested_contest
 from recsys_kit.refit import RefitOptions
 from recsys_kit.submission import write_submission
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def nested_contest(data_dir: Path, public_dir: Path, rule: HoldoutConfig, seed: int) -> pd.DataFrame:
-    """Write the public part as a contest folder; return the hidden answers (original ids)."""
-    dataset = load_dataset(data_dir)
-    split = contest_holdout(dataset.matrix, dataset.times, rule, seed)
-    public = split.input.tocoo()
-    times = split.input_times.tocoo()
-    frame = pd.DataFrame({"user": dataset.user_ids[public.row], "item": dataset.item_ids[public.col],
-                          "time": times.data})
-    if float(frame["time"].abs().max()) < 2**53 and np.all(frame["time"] == frame["time"].round()):
-        frame["time"] = frame["time"].astype(np.int64)
-    public_dir.mkdir(parents=True, exist_ok=True)
-    frame.sort_values(["user", "time"], kind="stable").to_csv(public_dir / RATINGS_FILE, index=False)
-    for name in SIDE_FILES:
-        if (data_dir / f"{name}.tsv").exists():
-            shutil.copyfile(data_dir / f"{name}.tsv", public_dir / f"{name}.tsv")
-    hidden = split.target.tocoo()
-    return pd.DataFrame({"user": dataset.user_ids[hidden.row], "item": dataset.item_ids[hidden.col]})
-
-
-def grade(csv_path: Path, answers: pd.DataFrame) -> float:
-    """The contest's Recall@10 of a submission CSV against the hidden answers."""
-    submitted = pd.read_csv(csv_path)
-    hits = submitted.merge(answers, on=["user", "item"]).groupby("user").size()
-    hidden = answers.groupby("user").size()
-    return float((hits.reindex(hidden.index, fill_value=0) / np.minimum(10, hidden)).mean())
 
 
 def finished(run_dir: Path) -> bool:

@@ -39,6 +39,10 @@ def test_synth_cv_submit_validate(contest):
     assert not list(run_dir.glob("*.tmp"))
     oof = np.load(run_dir / "oof_scores.npy")
     assert oof.dtype == np.float32 and not np.isnan(oof).any()
+    # The submission's refit and the leaderboard estimate, printed next to OOF and kept in metrics.json.
+    assert metrics["refit"]["mode"] == "full" and metrics["refit"]["epochs"] >= 1
+    estimate = metrics["recall@10"]["lb_estimate"]
+    assert 0 < estimate <= 1 and f"leaderboard estimate {estimate:.4f}" in result.output.replace("\n", " ")
 
     csv = contest / "sub.csv"
     assert kit("submit", run_dir, "--out", csv).stdout.strip().splitlines()[-1] == str(csv)

@@ -3,14 +3,13 @@ import json
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 
 from recsys_kit.config import load_config
 from recsys_kit.cv import run_cv, validation_slice
 from recsys_kit.data import from_interactions
 from recsys_kit.ensemble import EnsembleOptions, run_ensemble
 from recsys_kit.errors import DataError
-from recsys_kit.holdout import contest_holdout, derive_seed
+from recsys_kit.holdout import contest_holdout
 from recsys_kit.metrics import recall_per_user
 from recsys_kit.models.ease import EASE, EASEConfig
 from recsys_kit.refit import RefitOptions, depth_estimate, level3_holdout
