@@ -86,13 +86,14 @@ def score_rows(model, rows: sp.csr_matrix, out, scale: float = 1.0, accumulate: 
             out[index] = block
 
 
-def recall_of(model, inputs: sp.csr_matrix, target: sp.csr_matrix, keep_rows: np.ndarray | None = None,
+def recall_of(models: list, inputs: sp.csr_matrix, target: sp.csr_matrix, keep_rows: np.ndarray | None = None,
               kept=None) -> np.ndarray:
-    """Per-user Recall@10 (NaN without a target); the score rows of the sorted `keep_rows` go to `kept`."""
+    """Per-user Recall@10 of the models' mean score (NaN without a target); the score rows of the
+    sorted `keep_rows` go to `kept`."""
     recall = np.full(inputs.shape[0], np.nan)
     for start in range(0, inputs.shape[0], SCORE_CHUNK):
         stop = min(start + SCORE_CHUNK, inputs.shape[0])
-        block = model.score(inputs[start:stop])
+        block = sum(model.score(inputs[start:stop]) for model in models) / len(models)
         recall[start:stop] = recall_per_user(top_k(block, 10), target[start:stop], 10)
         if kept is not None:
             low, high = np.searchsorted(keep_rows, [start, stop])
@@ -156,15 +157,20 @@ def run_lb_estimate(dataset, holdout: Holdout, config, epochs: int, device: str,
     per_level = {}
     for level, (inputs, target) in (("level2", (holdout.input, holdout.target)),
                                     ("level3", (level3.input, level3.target))):
-        notify("stage_start", stage=f"estimate {level}", epochs=epochs)
-        model = fit_all_users(fixed, inputs, dataset, derive_seed(base_seed, "lb", level), device,
-                              on_epoch=lambda record, level=level: notify("epoch", fold=level, **record))
+        # As many fits as the refit bags, so the estimate is of the model that is submitted.
+        models = []
+        for index in range(options.seeds):
+            notify("stage_start", stage=f"estimate {level}" + (f" {index + 1}/{options.seeds}"
+                                                                 if options.seeds > 1 else ""), epochs=epochs)
+            seed = derive_seed(base_seed, "lb", level, index) if index else derive_seed(base_seed, "lb", level)
+            models.append(fit_all_users(fixed, inputs, dataset, seed, device,
+                                        on_epoch=lambda record, level=level: notify("epoch", fold=level, **record)))
         path = run_dir / f"lb_{level}_scores.npy"
         kept = runs.open_scores(path, (len(sample), inputs.shape[1])) if len(sample) else None
-        per_level[level] = recall_of(model, inputs, target, sample, kept)
+        per_level[level] = recall_of(models, inputs, target, sample, kept)
         if kept is not None:
             runs.finish_scores(path, kept)
-        del model, kept
+        del models, kept
     entry = depth_estimate(per_level["level2"], per_level["level3"], options.bootstrap, config.seed)
     entry.update({"method": "depth extrapolation R2 * R2/R3", "epochs": epochs,
                   "seconds": round(time.time() - started, 2)})
