@@ -78,16 +78,19 @@ def members_table(metrics: dict) -> Table:
     table.add_column("Recall@10", justify="right")
     table.add_column("NDCG@10", justify="right")
     table.add_column("OOF Recall@10 (all)", justify="right")
+    table.add_column("LB estimate", justify="right")
     for member in metrics["members"]:
         half, oof = member["holdout_half"], member.get("recall@10") or {}
         row = [member["name"], f"{member['weight']:.3f}"]
         row += [f"{member['weight_half_a']:.3f}"] if fitted else []
         table.add_row(*row, f"{half['recall@10']:.4f}", f"{half['ndcg@10']:.4f}",
-                      f"{oof['mean']:.4f}" if "mean" in oof else "")
+                      f"{oof['mean']:.4f}" if "mean" in oof else "",
+                      f"{oof['lb_estimate']:.4f}" if oof.get("lb_estimate") is not None else "")
     best = max(m["holdout_half"]["recall@10"] for m in metrics["members"])
     half = metrics["holdout_half"]
     style = "bold green" if half["recall@10"] > best else "bold red"
     row = ["[bold]blend", "1.000"] + (["1.000"] if fitted else [])
+    estimate = metrics["recall@10"].get("lb_estimate")
     table.add_row(*row, f"[{style}]{half['recall@10']:.4f}", f"[bold]{half['ndcg@10']:.4f}",
-                  f"[bold]{metrics['recall@10']['mean']:.4f}")
+                  f"[bold]{metrics['recall@10']['mean']:.4f}", f"[bold]{estimate:.4f}" if estimate is not None else "")
     return table

@@ -417,4 +417,4 @@ def blend_lb_estimate(members: list[Member], weights: np.ndarray, options: Ensem
 
 
 def _brief(metric: dict | None) -> dict | None:
-    return None if metric is None else {k: metric[k] for k in ("mean", "std") if k in metric}
+    return None if metric is None else {k: metric[k] for k in ("mean", "std", "lb_estimate") if k in metric}
