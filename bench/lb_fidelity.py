@@ -29,7 +29,7 @@ from recsys_kit import runs
 from recsys_kit.config import HoldoutConfig, load_config
 from recsys_kit.cv import run_cv
 from recsys_kit.data import load_dataset
-from recsys_kit.ensemble import EnsembleOptions, run_ensemble
+from recsys_kit.ensemble import EnsembleOptions, Member, blend_lb_estimate, run_ensemble
 from recsys_kit.nested import grade, nested_contest
 from recsys_kit.refit import RefitOptions
 from recsys_kit.submission import write_submission
@@ -87,6 +87,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=12345, help="seed of the nested contest's answers")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override for every model")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--reestimate", action="store_true",
+                        help="recompute each reused run's estimate from its lb_* rows with this kit's rule")
     args = parser.parse_args()
     out = args.out or ROOT / "bench" / "results" / f"lb_fidelity-{args.data.name}.json"
     public_dir, runs_dir, csv_dir = args.work / "public", args.work / "runs", args.work / "submissions"
@@ -102,6 +104,10 @@ def main() -> None:
         started = time.time()
         run_dir = run_model(model, public_dir, runs_dir, args.folds, args.overrides)
         metrics = runs.read_json(run_dir / "metrics.json")
+        if args.reestimate:
+            member = Member(run_dir, runs.read_json(run_dir / "data.json"), metrics)
+            metrics["lb_estimate"] = blend_lb_estimate([member], np.ones(1), EnsembleOptions())
+            metrics["recall@10"]["lb_estimate"] = metrics["lb_estimate"]["recall@10"]
         row = {"model": model, "run": str(run_dir), "oof": metrics["recall@10"]["mean"],
                "oof_std": metrics["recall@10"]["std"], "estimate": metrics["recall@10"].get("lb_estimate"),
                "estimate_interval90": metrics.get("lb_estimate", {}).get("interval90"),
@@ -118,6 +124,11 @@ def main() -> None:
         run_ensemble([r["run"] for r in rows], runs_dir, name="ensemble", options=EnsembleOptions())
     if len(rows) > 1:
         blend = runs.read_json(blend_dir / "metrics.json")
+        if blend.get("lb_estimate", {}).get("recall@10") is not None and args.reestimate:
+            members = [Member(Path(r["run"]), runs.read_json(Path(r["run"]) / "data.json"),
+                              runs.read_json(Path(r["run"]) / "metrics.json")) for r in rows]
+            blend["lb_estimate"] = blend_lb_estimate(members, np.asarray(blend["weights"]), EnsembleOptions())
+            blend["recall@10"]["lb_estimate"] = blend["lb_estimate"]["recall@10"]
         rows.append({"model": "blend", "run": str(blend_dir), "oof": blend["recall@10"]["mean"],
                      "oof_std": blend["recall@10"]["std"], "estimate": blend["recall@10"].get("lb_estimate"),
                      "estimate_interval90": (blend.get("lb_estimate") or {}).get("interval90"),

@@ -46,6 +46,6 @@ def lb_line(metrics: dict) -> str:
     """', leaderboard estimate x [lo, hi]' when the run has one, else ''."""
     estimate = metrics.get("lb_estimate") or {}
     if estimate.get("recall@10") is None:
-        return ""
+        return f", no leaderboard estimate ({estimate['reason']})" if "reason" in estimate else ""
     low, high = estimate["interval90"]
     return f", leaderboard estimate {estimate['recall@10']:.4f} [{low:.4f}, {high:.4f}]"

@@ -412,7 +412,10 @@ def blend_lb_estimate(members: list[Member], weights: np.ndarray, options: Ensem
             rows = slice(start, min(start + options.chunk, len(sample)))
             block = blend_chunk(members, f"lb_{level}_scores.npy", rows, weights, options)[0]
             recall[level][rows] = recall_per_user(top_k(block, K), target[rows], K)
-    entry = depth_estimate(recall["level2"], recall["level3"], 200, options.seed)
+    # The sample holds level-2 users only: the share of all users with a level-2 target is the members'.
+    level2_users = (members[0].metrics.get("lb_estimate") or {}).get("users_level2")
+    coverage2 = level2_users / members[0].data["users"] if level2_users else None
+    entry = depth_estimate(recall["level2"], recall["level3"], 200, options.seed, coverage2=coverage2)
     return {**entry, "method": "depth extrapolation R2 * R2/R3 on the members' sample rows"}
 
 

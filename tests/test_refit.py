@@ -72,15 +72,19 @@ def test_autoencoder_refits_for_the_median_best_epoch_and_bags_seeds(tmp_path):
 
 
 def test_depth_estimate_by_hand():
-    recall2 = np.array([0.5, 0.3, np.nan, 0.1])
-    recall3 = np.array([0.25, np.nan, np.nan, 0.05])
+    recall2 = np.array([0.5, 0.3, 0.1, 0.2])
+    recall3 = np.array([0.25, np.nan, 0.05, 0.1])
     entry = depth_estimate(recall2, recall3, bootstrap=50, seed=0)
-    # R2 over every level-2 user (0.3); ratio on users with both levels: 0.3 / 0.15 = 2.
-    assert entry["level2"] == pytest.approx(0.3) and entry["ratio"] == pytest.approx(2.0)
-    assert entry["recall@10"] == pytest.approx(0.6)
-    assert entry["users_level2"] == 3 and entry["users_both_levels"] == 2
+    # R2 over every level-2 user (0.275); ratio on users with both levels: 0.8 / 0.4 = 2.
+    assert entry["level2"] == pytest.approx(0.275) and entry["ratio"] == pytest.approx(2.0)
+    assert entry["recall@10"] == pytest.approx(0.55)
+    assert entry["users_level2"] == 4 and entry["users_both_levels"] == 3 and entry["coverage"] == [1.0, 0.75]
     assert entry["interval90"][0] <= entry["interval90"][1]
-    assert depth_estimate(recall2, np.full(4, np.nan), 10, 0)["recall@10"] is None
+    # When the deeper levels score only a few (heavy) users, the chain gives no figure, and says why.
+    for thin in (depth_estimate(recall2, recall3, 10, 0, coverage2=0.5),
+                 depth_estimate(recall2, np.array([0.1, np.nan, np.nan, np.nan]), 10, 0),
+                 depth_estimate(recall2, np.full(4, np.nan), 10, 0)):
+        assert thin["recall@10"] is None and "too few users" in thin["reason"]
 
 
 def test_the_estimate_in_metrics_json_is_r2_squared_over_r3_of_direct_fits(tmp_path):
