@@ -69,9 +69,10 @@ def submit_and_grade(run_dir: Path, scores_name: str, answers: pd.DataFrame, out
     return grade(csv, answers)
 
 
-def spearman(a: list[float], b: list[float]) -> float:
-    ra, rb = pd.Series(a).rank(), pd.Series(b).rank()
-    return float(np.corrcoef(ra, rb)[0, 1]) if len(a) > 1 else 1.0
+def spearman(a: list[float], b: list[float]) -> float | None:
+    if len(a) < 2:
+        return None
+    return float(np.corrcoef(pd.Series(a).rank(), pd.Series(b).rank())[0, 1])
 
 
 def main() -> None:
@@ -161,8 +162,11 @@ def main() -> None:
         error = f"{100 * r['estimate_error']:+.1f}%" if r["estimate_error"] is not None else "-"
         print(f"{r['model']:<14}{r['oof']:>8.4f}{estimate:>10}{r['lb_refit_full']:>10.4f}{folds:>10}"
               f"{error:>9}{100 * r['oof_error']:>+8.1f}%")
-    print(f"rank agreement (Spearman) estimate vs LB {summary['rank_spearman_estimate_vs_lb']:.2f}, "
-          f"OOF vs LB {summary['rank_spearman_oof_vs_lb']:.2f}; same best model: {summary['same_best_model']}")
+    def fmt(value):
+        return "-" if value is None else f"{value:.2f}"
+
+    print(f"rank agreement (Spearman) estimate vs LB {fmt(summary['rank_spearman_estimate_vs_lb'])}, "
+          f"OOF vs LB {fmt(summary['rank_spearman_oof_vs_lb'])}; same best model: {summary['same_best_model']}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"wrote {out}")
