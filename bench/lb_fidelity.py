@@ -149,7 +149,8 @@ def main() -> None:
                                             "users": int(answers["user"].nunique()), "pairs": len(answers)},
         "rank_spearman_estimate_vs_lb": spearman([r["estimate"] for r in singles],
                                                  [r["lb_refit_full"] for r in singles]),
-        "rank_spearman_oof_vs_lb": spearman([r["oof"] for r in singles], [r["lb_refit_full"] for r in singles]),
+        "rank_spearman_oof_vs_lb": spearman([r["oof"] for r in rows if r["model"] != "blend"],
+                                            [r["lb_refit_full"] for r in rows if r["model"] != "blend"]),
         "same_best_model": (max(singles, key=lambda r: r["estimate"])["model"] ==
                             max(singles, key=lambda r: r["lb_refit_full"])["model"]) if singles else None,
         "rows": rows}
