@@ -10,6 +10,9 @@ from typing import Callable
 
 import numpy as np
 
+from recsys_kit.holdout import derive_seed
+from recsys_kit.metrics import summarize
+
 K = 10
 
 
@@ -108,3 +111,23 @@ def paired_interval(difference: np.ndarray, draws: int, seed: int, level: float 
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def choose_blend(members: list, check: dict, half_b: np.ndarray, weights: np.ndarray, options) -> dict:
+    """The blend, or the best member alone when the blend's gain on half B is not clear of zero.
+
+    The gain is paired per user: the half-A blend against the member that was best on half A,
+    both scored on half B, with a bootstrap interval over half B's users."""
+    member_a = [summarize(check["member_recall"][m][~half_b]) for m in range(len(members))]
+    rival = int(np.argmax(member_a))
+    gain = np.where(half_b, check["recall"][0] - check["member_recall"][rival], np.nan)
+    low, high = paired_interval(gain, options.bootstrap, derive_seed(options.seed, "gain"))
+    out = {"gain_half_b": summarize(gain), "gain_interval90": [low, high], "rival": members[rival].name}
+    if low > 0 or not options.fallback:
+        reason = "the gain's 90% interval lies above zero" if low > 0 else "--no-fallback"
+        return {**out, "used": "blend", "weights": [float(w) for w in weights], "reason": reason}
+    best = int(np.argmax([(m.metrics.get("recall@10") or {}).get("mean", -1.0) for m in members]))
+    return {**out, "used": f"best member {members[best].name}", "weights": np.eye(len(members))[best].tolist(),
+            "fitted_weights": [float(w) for w in weights],
+            "reason": "the blend's gain over the best member on half B is not clear of zero "
+                      "(90% interval reaches 0): submitting the best member by OOF alone"}
