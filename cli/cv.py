@@ -28,8 +28,9 @@ def cv(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override, e.g. train.epochs=5")] = None,
     refit: Annotated[str, typer.Option(help="Test scores for the submission: full = one model fitted on every "
                                             "public row | folds = mean of the fold models | both")] = "full",
-    refit_seeds: Annotated[int, typer.Option(help="Average this many refits with their own seeds (bagging); "
-                                                  "the estimate bags as many fits per level")] = 1,
+    refit_seeds: Annotated[int, typer.Option(help="Average this many refits with their own seeds (bagging; the "
+                                                  "estimate bags as many fits per level); 0 = 3 for models with "
+                                                  "random fitting, 1 for EASE and popularity")] = 0,
     lb_estimate: Annotated[bool, typer.Option(help="Estimate the leaderboard (two extra fits one and two "
                                                    "levels of hiding down)")] = True,
 ):

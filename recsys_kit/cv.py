@@ -19,7 +19,7 @@ from recsys_kit.data import Dataset
 from recsys_kit.holdout import Holdout, assign_folds, contest_holdout, derive_seed, folds_fingerprint
 from recsys_kit.metrics import build_metrics, ndcg_per_user, recall_per_user, summarize
 from recsys_kit.models import build_model
-from recsys_kit.refit import (RefitOptions, fit_all_users, fixed_epoch_config, refit_epochs,
+from recsys_kit.refit import (RefitOptions, fit_all_users, fixed_epoch_config, refit_epochs, resolved,
                                run_lb_estimate, score_rows)
 from recsys_kit.scores import top_k
 
@@ -66,6 +66,7 @@ def run_cv(dataset: Dataset, config: RunConfig, folds: int, runs_dir: Path, name
     model fitting only, so the holdout, folds and validation users stay those of `config.seed`.
     """
     started = time.time()
+    refit = resolved(refit, config.model_name)
     holdout = contest_holdout(dataset.matrix, dataset.times, config.holdout, config.seed)
     if fold_of_user is None:
         fold_of_user = assign_folds(dataset.n_users, folds, config.seed)

@@ -127,3 +127,11 @@ def test_blend_of_refitted_members_gets_an_estimate_and_falls_back_when_the_gain
     forced = read_metrics(run_ensemble([ease, pop], runs_dir, name="forced",
                                        options=EnsembleOptions(bags=3, fallback=False)))
     assert forced["choice"]["used"] == "blend"
+
+
+def test_auto_seeds_bag_random_models_only():
+    from recsys_kit.refit import AUTO_SEEDS, resolved
+
+    assert resolved(RefitOptions(), "ease").seeds == 1 and resolved(RefitOptions(), "popularity").seeds == 1
+    assert resolved(RefitOptions(), "multidae").seeds == AUTO_SEEDS == 3
+    assert resolved(RefitOptions(seeds=5), "multivae").seeds == 5

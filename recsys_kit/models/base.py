@@ -27,6 +27,7 @@ class Recommender(ABC):
 
     name: str = "base"
     Config: type
+    deterministic: bool = False  # True when fitting draws nothing at random (refits are then not bagged)
 
     def __init__(self, config, train: TrainConfig | None = None, seed: int = 0, device: str = "cpu"):
         self.config = config

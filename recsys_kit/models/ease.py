@@ -127,6 +127,7 @@ def ease_weights_on(gram: np.ndarray, device: str) -> np.ndarray:
 
 class EASE(Recommender):
     name = "ease"
+    deterministic = True  # the same fit for every seed: nothing to bag
     Config = EASEConfig
 
     def fit(self, train_rows, features=None, valid=None, on_epoch=None):

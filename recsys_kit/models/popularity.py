@@ -13,6 +13,7 @@ class PopularityConfig:
 
 class Popularity(Recommender):
     name = "popularity"
+    deterministic = True  # the same fit for every seed: nothing to bag
     Config = PopularityConfig
 
     def fit(self, train_rows, features=None, valid=None, on_epoch=None):
