@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--n-random", type=int, default=9)
     parser.add_argument("--min-keep", type=int, default=2)
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--refit-seeds", type=int, default=1, help="kit cv --refit-seeds for every model")
+    parser.add_argument("--refit-seeds", type=int, default=0, help="kit cv --refit-seeds for every model (0 = auto)")
     parser.add_argument("--seed", type=int, default=12345, help="seed of the nested contest's answers")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override for every model")
     parser.add_argument("--out", type=Path)
