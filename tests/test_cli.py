@@ -27,7 +27,8 @@ def contest(tmp_path_factory):
 def test_synth_cv_submit_validate(contest):
     runs = contest / "runs"
     result = kit("cv", "--data", contest / "data", "--config", "configs/multidae.toml", "--folds", 3,
-                 "--runs-dir", runs, "--name", "dae", "--set", "train.epochs=4", "--device", "cpu")
+                 "--runs-dir", runs, "--name", "dae", "--set", "train.epochs=4", "--device", "cpu",
+                 "--refit-seeds", 2)
     run_dir = runs / "dae"
     assert result.stdout.strip().splitlines()[-1] == str(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -40,7 +41,7 @@ def test_synth_cv_submit_validate(contest):
     oof = np.load(run_dir / "oof_scores.npy")
     assert oof.dtype == np.float32 and not np.isnan(oof).any()
     # The submission's refit and the leaderboard estimate, printed next to OOF and kept in metrics.json.
-    assert metrics["refit"]["mode"] == "full" and metrics["refit"]["epochs"] >= 1
+    assert metrics["refit"]["mode"] == "full" and metrics["refit"]["epochs"] >= 1 and metrics["refit"]["seeds"] == 2
     estimate = metrics["recall@10"]["lb_estimate"]
     assert 0 < estimate <= 1 and f"leaderboard estimate {estimate:.4f}" in result.output.replace("\n", " ")
 
@@ -54,7 +55,7 @@ def test_synth_cv_submit_validate(contest):
 
     # Same command twice: same folds, same OOF scores, same CSV (on CPU).
     kit("cv", "--data", contest / "data", "--config", "configs/multidae.toml", "--folds", 3,
-        "--runs-dir", runs, "--name", "dae", "--set", "train.epochs=4", "--device", "cpu")
+        "--runs-dir", runs, "--name", "dae", "--set", "train.epochs=4", "--device", "cpu", "--refit-seeds", 2)
     again = runs / "dae-2"  # the first run is never overwritten
     assert np.array_equal(np.load(run_dir / "folds.npy"), np.load(again / "folds.npy"))
     assert np.array_equal(oof, np.load(again / "oof_scores.npy"))

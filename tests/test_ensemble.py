@@ -279,7 +279,8 @@ def test_cli_cv_ensemble_submit_validate(tmp_path):
     kit("synth", data, "--users", 300, "--items", 150, "--interactions", 9000, "--seed", 2)
     common = ("--data", data, "--folds", 3, "--runs-dir", runs_dir, "--device", "cpu")
     kit("cv", *common, "--config", "configs/popularity.toml", "--name", "pop")
-    kit("cv", *common, "--config", "configs/multidae.toml", "--name", "dae", "--set", "train.epochs=3")
+    kit("cv", *common, "--config", "configs/multidae.toml", "--name", "dae", "--set", "train.epochs=3",
+        "--refit-seeds", 1)
     result = kit("ensemble", runs_dir / "pop", runs_dir / "dae", "--runs-dir", runs_dir, "--name", "blend")
     run_dir = runs_dir / "blend"
     assert result.stdout.strip().splitlines()[-1] == str(run_dir)

@@ -16,6 +16,7 @@ from recsys_kit.models.ease import EASE, EASEConfig, ease_weights_on, gram_matri
 from recsys_kit.models.multidae import MultiDAE, MultiDAEConfig
 from recsys_kit.models.multidae_side import MultiDAESide, MultiDAESideConfig
 from recsys_kit.models.multivae import MultiVAE, MultiVAEConfig, MultiVAENet, kl_weight
+from recsys_kit.refit import RefitOptions
 from recsys_kit.train import sparse_batch
 from tests.conftest import shared_data, two_cluster_rows
 
@@ -197,7 +198,8 @@ def runs_dir(tmp_path_factory):
 
 def oof_recall(dataset, runs_dir, name: str, model: dict, train: dict | None = None) -> tuple[float, dict]:
     config = from_dict({"model": {"name": name, **model}, "train": train or {}, "seed": 0})
-    metrics = json.loads((run_cv(dataset, config, 3, runs_dir, name=name) / "metrics.json").read_text())
+    oof_only = RefitOptions(mode="none", lb_estimate=False)  # these tests read OOF alone
+    metrics = json.loads((run_cv(dataset, config, 3, runs_dir, name=name, refit=oof_only) / "metrics.json").read_text())
     return metrics["recall@10"]["mean"], metrics
 
 
