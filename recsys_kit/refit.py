@@ -2,8 +2,8 @@
 
 The contest trains on every public row of every user and scores the same users, one level of
 hiding above the kit's holdout. Two things follow:
-  - the submission comes from one model fitted on all public rows (`refit full`), not from the
-    fold models, which each saw 80% of the users' inputs only;
+  - the submission comes from models fitted on all public rows (`refit full`; random models are
+    bagged over a few seeds), not from the fold models, which each saw 80% of the users' inputs;
   - the leaderboard is estimated by depth extrapolation. Fit the same recipe one level down
     (every user's holdout input -> the holdout targets: R2) and two levels down (hide a second
     holdout from those inputs: R3). Each level of hiding costs about the same fraction, so the
