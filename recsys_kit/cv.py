@@ -19,8 +19,7 @@ from recsys_kit.data import Dataset
 from recsys_kit.holdout import Holdout, assign_folds, contest_holdout, derive_seed, folds_fingerprint
 from recsys_kit.metrics import build_metrics, ndcg_per_user, recall_per_user, summarize
 from recsys_kit.models import build_model
-from recsys_kit.refit import (RefitOptions, fit_all_users, fixed_epoch_config, refit_epochs, resolved,
-                               run_lb_estimate, score_rows)
+from recsys_kit.refit import RefitOptions, refit_epochs, refit_full, resolved, run_lb_estimate, score_rows
 from recsys_kit.scores import top_k
 
 EventCallback = Callable[[dict], None]
@@ -115,11 +114,11 @@ def run_cv(dataset: Dataset, config: RunConfig, folds: int, runs_dir: Path, name
 
         # The Dataset, not just its matrices: side models also read value labels (years).
         model.fit(holdout.input[fit_users], dataset, valid=valid, on_epoch=on_epoch)
-        score_rows(model, holdout.input, oof_scores, users=fold_users)
+        score_rows([model], holdout.input, oof_scores, users=fold_users)
         fold_recall, fold_ndcg = _fold_metrics(np.asarray(oof_scores[fold_users]), holdout.target[fold_users])
         recall[fold_users], ndcg[fold_users] = fold_recall, fold_ndcg
         if fold_mean is not None:
-            score_rows(model, dataset.matrix, fold_mean, 1.0 / folds, accumulate=True)
+            score_rows([model], dataset.matrix, fold_mean, scale=1.0 / folds, accumulate=True)
         record = {"fold": fold, "recall@10": summarize(fold_recall), "ndcg@10": summarize(fold_ndcg),
                   "users_evaluated": int((~np.isnan(fold_recall)).sum()),
                   "seconds": round(time.time() - fold_started, 2), "model": dict(model.summary)}
@@ -151,19 +150,3 @@ def run_cv(dataset: Dataset, config: RunConfig, folds: int, runs_dir: Path, name
     _notify(on_event, "end", run_dir=str(run_dir), metrics=metrics)
     return run_dir
 
-
-def refit_full(dataset: Dataset, config: RunConfig, epochs: int, device: str, base_seed: int, seeds: int,
-               run_dir: Path, notify) -> dict:
-    """test_scores.npy from models fitted on every public row (the contest's own training set),
-    averaged over `seeds` refits; autoencoders train for the folds' median best epoch."""
-    started = time.time()
-    fixed = fixed_epoch_config(config, epochs)
-    test_scores = runs.open_scores(run_dir / "test_scores.npy", dataset.matrix.shape)
-    for index in range(seeds):
-        notify("stage_start", stage=f"refit {index + 1}/{seeds}" if seeds > 1 else "refit", epochs=epochs)
-        model = fit_all_users(fixed, dataset.matrix, dataset, derive_seed(base_seed, "refit", index), device,
-                              on_epoch=lambda record: notify("epoch", fold="refit", **record))
-        score_rows(model, dataset.matrix, test_scores, 1.0 / seeds, accumulate=index > 0)
-        del model
-    runs.finish_scores(run_dir / "test_scores.npy", test_scores)
-    return {"seeds": seeds, "seconds": round(time.time() - started, 2)}

@@ -64,8 +64,7 @@ def resolved(options: RefitOptions, model_name: str) -> RefitOptions:
     bag of K (ml-latest-small Multi-DAE, LB: one refit 0.1525, fold mean 0.1574, three refits 0.1600)."""
     if options.seeds:
         return options
-    deterministic = getattr(REGISTRY[model_name], "deterministic", False)
-    return dataclasses.replace(options, seeds=1 if deterministic else AUTO_SEEDS)
+    return dataclasses.replace(options, seeds=1 if REGISTRY[model_name].deterministic else AUTO_SEEDS)
 
 
 def refit_epochs(fold_records: list[dict], config) -> tuple[int, str]:
@@ -80,25 +79,52 @@ def fixed_epoch_config(config, epochs: int):
     return dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
 
 
-def fit_all_users(config, rows: sp.csr_matrix, dataset, seed: int, device: str, on_epoch=None):
-    """One model on every user's `rows`, with no validation slice (the epochs are fixed)."""
-    model = build_model(config, seed=seed, device=device)
-    return model.fit(rows, dataset, valid=None, on_epoch=on_epoch)
+def fit_bag(config, rows: sp.csr_matrix, dataset, seeds: list[int], device: str, stage: str,
+            notify: Callable[..., None]) -> list:
+    """One model per seed on every user's `rows`, with no validation slice (the epochs are fixed)."""
+    models = []
+    for index, seed in enumerate(seeds):
+        notify("stage_start", stage=stage + (f" {index + 1}/{len(seeds)}" if len(seeds) > 1 else ""),
+               epochs=config.train.epochs)
+        model = build_model(config, seed=seed, device=device)
+        models.append(model.fit(rows, dataset, valid=None,
+                                on_epoch=lambda record: notify("epoch", fold=stage, **record)))
+    return models
 
 
-def score_rows(model, rows: sp.csr_matrix, out, scale: float = 1.0, accumulate: bool = False,
-               users: np.ndarray | None = None) -> None:
-    """out[users] (= or +=) model scores of rows[users], a chunk of users at a time."""
+def refit_full(dataset, config, epochs: int, device: str, base_seed: int, seeds: int, run_dir,
+               notify: Callable[..., None]) -> dict:
+    """test_scores.npy from models fitted on every public row (the contest's own training set),
+    averaged over `seeds` refits; autoencoders train for the folds' median best epoch."""
+    started = time.time()
+    models = fit_bag(fixed_epoch_config(config, epochs), dataset.matrix, dataset,
+                     [derive_seed(base_seed, "refit", index) for index in range(seeds)], device, "refit", notify)
+    test_scores = runs.open_scores(run_dir / "test_scores.npy", dataset.matrix.shape)
+    score_rows(models, dataset.matrix, test_scores)
+    runs.finish_scores(run_dir / "test_scores.npy", test_scores)
+    return {"seeds": seeds, "seconds": round(time.time() - started, 2)}
+
+
+def score_rows(models: list, rows: sp.csr_matrix, out, users: np.ndarray | None = None, scale: float = 1.0,
+               accumulate: bool = False) -> None:
+    """out[users] (= or +=) scale x the models' mean score of rows[users], a chunk of users at a time."""
     users = np.arange(rows.shape[0]) if users is None else users
     for start in range(0, len(users), SCORE_CHUNK):
         index = users[start:start + SCORE_CHUNK]
-        block = model.score(rows[index])
+        block = mean_score(models, rows[index])
         if scale != 1.0:
             block *= scale
         if accumulate:
             out[index] += block
         else:
             out[index] = block
+
+
+def mean_score(models: list, rows: sp.csr_matrix) -> np.ndarray:
+    block = models[0].score(rows)
+    for model in models[1:]:
+        block += model.score(rows)
+    return block / len(models) if len(models) > 1 else block
 
 
 def recall_of(models: list, inputs: sp.csr_matrix, target: sp.csr_matrix, keep_rows: np.ndarray | None = None,
@@ -108,7 +134,7 @@ def recall_of(models: list, inputs: sp.csr_matrix, target: sp.csr_matrix, keep_r
     recall = np.full(inputs.shape[0], np.nan)
     for start in range(0, inputs.shape[0], SCORE_CHUNK):
         stop = min(start + SCORE_CHUNK, inputs.shape[0])
-        block = sum(model.score(inputs[start:stop]) for model in models) / len(models)
+        block = mean_score(models, inputs[start:stop])
         recall[start:stop] = recall_per_user(top_k(block, 10), target[start:stop], 10)
         if kept is not None:
             low, high = np.searchsorted(keep_rows, [start, stop])
@@ -186,13 +212,9 @@ def run_lb_estimate(dataset, holdout: Holdout, config, epochs: int, device: str,
     for level, (inputs, target) in (("level2", (holdout.input, holdout.target)),
                                     ("level3", (level3.input, level3.target))):
         # As many fits as the refit bags, so the estimate is of the model that is submitted.
-        models = []
-        for index in range(options.seeds):
-            notify("stage_start", stage=f"estimate {level}" + (f" {index + 1}/{options.seeds}"
-                                                                 if options.seeds > 1 else ""), epochs=epochs)
-            seed = derive_seed(base_seed, "lb", level, index) if index else derive_seed(base_seed, "lb", level)
-            models.append(fit_all_users(fixed, inputs, dataset, seed, device,
-                                        on_epoch=lambda record, level=level: notify("epoch", fold=level, **record)))
+        seeds = [derive_seed(base_seed, "lb", level, index) if index else derive_seed(base_seed, "lb", level)
+                 for index in range(options.seeds)]
+        models = fit_bag(fixed, inputs, dataset, seeds, device, f"estimate {level}", notify)
         path = run_dir / f"lb_{level}_scores.npy"
         kept = runs.open_scores(path, (len(sample), inputs.shape[1])) if len(sample) else None
         per_level[level] = recall_of(models, inputs, target, sample, kept)
