@@ -16,11 +16,12 @@ import scipy.sparse as sp
 from recsys_kit import runs
 from recsys_kit.config import RunConfig
 from recsys_kit.data import Dataset
-from recsys_kit.holdout import Holdout, assign_folds, contest_holdout, derive_seed, folds_fingerprint
+from recsys_kit.holdout import assign_folds, contest_holdout, derive_seed, folds_fingerprint
 from recsys_kit.metrics import build_metrics, ndcg_per_user, recall_per_user, summarize
 from recsys_kit.models import build_model
 from recsys_kit.refit import RefitOptions, refit_epochs, refit_full, resolved, run_lb_estimate, score_rows
 from recsys_kit.scores import top_k
+from recsys_kit.split import ItemSide, fold_splits, holdout_inputs, public_rows
 
 EventCallback = Callable[[dict], None]
 
@@ -28,22 +29,6 @@ EventCallback = Callable[[dict], None]
 def _notify(on_event: EventCallback | None, kind: str, **payload) -> None:
     if on_event is not None:
         on_event({"kind": kind, **payload})
-
-
-def validation_slice(holdout: Holdout, train_users: np.ndarray, config: RunConfig, fold: int):
-    """Carve early-stopping users out of the fold's training users; hold out their tails too."""
-    rng = np.random.default_rng(derive_seed(config.seed, "valid", fold))
-    n_valid = int(round(len(train_users) * config.train.valid_fraction))
-    if n_valid == 0:
-        return train_users, None
-    valid_users = np.sort(rng.choice(train_users, size=n_valid, replace=False))
-    fit_users = np.setdiff1d(train_users, valid_users)
-    inner = contest_holdout(holdout.input[valid_users], holdout.input_times[valid_users],
-                            config.holdout, derive_seed(config.seed, "valid-holdout", fold))
-    keep = inner.has_target
-    if not keep.any():
-        return train_users, None
-    return fit_users, (inner.input[keep], inner.target[keep])
 
 
 def _fold_metrics(scores: np.ndarray, target: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
@@ -100,25 +85,23 @@ def run_cv(dataset: Dataset, config: RunConfig, folds: int, runs_dir: Path, name
     recall = np.full(dataset.n_users, np.nan)
     ndcg = np.full(dataset.n_users, np.nan)
     fold_records = []
-    for fold in range(folds):
-        fold_started = time.time()
-        fold_users = np.flatnonzero(fold_of_user == fold)
-        train_users = np.flatnonzero(fold_of_user != fold)
-        fit_users, valid = validation_slice(holdout, train_users, config, fold)
-        _notify(on_event, "fold_start", fold=fold, fit_users=len(fit_users), fold_users=len(fold_users),
-                valid_users=0 if valid is None else valid[0].shape[0], epochs=config.train.epochs)
+    side = ItemSide.of(dataset)
+    public = public_rows(dataset, holdout)
+    for split in fold_splits(holdout, fold_of_user, config):
+        fold, fold_users, fold_started = split.fold, split.users, time.time()
+        _notify(on_event, "fold_start", fold=fold, fit_users=split.train.n_users, fold_users=len(fold_users),
+                valid_users=0 if split.valid is None else split.valid[0].n_users, epochs=config.train.epochs)
         model = build_model(config, seed=derive_seed(base_seed, "fit", fold), device=device)
 
         def on_epoch(record, fold=fold):
             _notify(on_event, "epoch", fold=fold, **record)
 
-        # The Dataset, not just its matrices: side models also read value labels (years).
-        model.fit(holdout.input[fit_users], dataset, valid=valid, on_epoch=on_epoch)
-        score_rows([model], holdout.input, oof_scores, users=fold_users)
-        fold_recall, fold_ndcg = _fold_metrics(np.asarray(oof_scores[fold_users]), holdout.target[fold_users])
+        model.fit(split.train, side, valid=split.valid, on_epoch=on_epoch)
+        score_rows([model], split.inputs, oof_scores, out_rows=fold_users)
+        fold_recall, fold_ndcg = _fold_metrics(np.asarray(oof_scores[fold_users]), split.target)
         recall[fold_users], ndcg[fold_users] = fold_recall, fold_ndcg
         if fold_mean is not None:
-            score_rows([model], dataset.matrix, fold_mean, scale=1.0 / folds, accumulate=True)
+            score_rows([model], public, fold_mean, scale=1.0 / folds, accumulate=True)
         record = {"fold": fold, "recall@10": summarize(fold_recall), "ndcg@10": summarize(fold_ndcg),
                   "users_evaluated": int((~np.isnan(fold_recall)).sum()),
                   "seconds": round(time.time() - fold_started, 2), "model": dict(model.summary)}
@@ -137,13 +120,13 @@ def run_cv(dataset: Dataset, config: RunConfig, folds: int, runs_dir: Path, name
         _notify(on_event, kind, **payload)
 
     if refit.lb_estimate:
-        estimate = run_lb_estimate(dataset, holdout, config, epochs, device, base_seed, refit, run_dir, notify)
+        estimate = run_lb_estimate(side, holdout, config, epochs, device, base_seed, refit, run_dir, notify)
         metrics["lb_estimate"] = estimate
         metrics["recall@10"]["lb_estimate"] = estimate["recall@10"]
     metrics["refit"] = {"mode": refit.mode, "epochs": epochs, "epochs_from": epochs_from}
     if refit.mode in ("full", "both"):
-        metrics["refit"].update(refit_full(dataset, config, epochs, device, base_seed, refit.seeds, run_dir,
-                                           notify))
+        metrics["refit"].update(refit_full(public, side, config, epochs, device, base_seed, refit.seeds,
+                                           run_dir, notify))
     metrics.update({"model": config.model_name, "folds_detail": fold_records,
                     "wall_seconds": round(time.time() - started, 2)})
     runs.write_json(run_dir / "metrics.json", metrics)

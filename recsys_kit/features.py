@@ -33,10 +33,12 @@ class ItemFeatures:
 
 
 def split_side_input(features) -> tuple[dict[str, sp.csr_matrix], dict[str, np.ndarray]]:
-    """Accept what `fit(features=...)` may get: a Dataset (matrices and value labels) or a
+    """Accept what a side model may get: an ItemSide, a Dataset (matrices and value labels) or a
     plain name -> CSR mapping (`dataset.item_features`, labels unknown)."""
     if features is None:
         return {}, {}
+    if hasattr(features, "labels") and hasattr(features, "features"):  # ItemSide
+        return dict(features.features), dict(features.labels)
     if hasattr(features, "item_features"):
         return dict(features.item_features), dict(getattr(features, "feature_values", {}) or {})
     return dict(features), {}

@@ -25,6 +25,10 @@ class Holdout:
     input: sp.csr_matrix
     target: sp.csr_matrix
     input_times: sp.csr_matrix
+    # Each entry's rank in its user's time order (ties broken at random, as the holdout broke them):
+    # `order` aligned with the whole matrix's entries, `input_order` with the input's.
+    order: np.ndarray | None = None
+    input_order: np.ndarray | None = None
 
     @property
     def has_target(self) -> np.ndarray:
@@ -79,7 +83,8 @@ def contest_holdout(matrix: sp.csr_matrix, times: sp.csr_matrix | None, config: 
         return sp.csr_matrix((data[mask], matrix.indices[mask], indptr), shape=matrix.shape)
 
     return Holdout(input=part(~is_target, matrix.data), target=part(is_target, matrix.data),
-                   input_times=part(~is_target, times.data))
+                   input_times=part(~is_target, times.data), order=time_rank,
+                   input_order=time_rank[~is_target])
 
 
 def assign_folds(n_users: int, k: int, seed: int) -> np.ndarray:

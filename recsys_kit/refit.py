@@ -26,6 +26,7 @@ from recsys_kit.holdout import Holdout, contest_holdout, derive_seed
 from recsys_kit.metrics import recall_per_user
 from recsys_kit.models import REGISTRY, build_model
 from recsys_kit.scores import top_k
+from recsys_kit.split import Interactions, ItemSide, holdout_inputs
 
 REFIT_MODES = ("full", "folds", "both", "none")
 AUTO_SEEDS = 3
@@ -79,7 +80,7 @@ def fixed_epoch_config(config, epochs: int):
     return dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=epochs))
 
 
-def fit_bag(config, rows: sp.csr_matrix, dataset, seeds: list[int], device: str, stage: str,
+def fit_bag(config, rows: Interactions, side: ItemSide, seeds: list[int], device: str, stage: str,
             notify: Callable[..., None]) -> list:
     """One model per seed on every user's `rows`, with no validation slice (the epochs are fixed)."""
     models = []
@@ -87,31 +88,32 @@ def fit_bag(config, rows: sp.csr_matrix, dataset, seeds: list[int], device: str,
         notify("stage_start", stage=stage + (f" {index + 1}/{len(seeds)}" if len(seeds) > 1 else ""),
                epochs=config.train.epochs)
         model = build_model(config, seed=seed, device=device)
-        models.append(model.fit(rows, dataset, valid=None,
+        models.append(model.fit(rows, side, valid=None,
                                 on_epoch=lambda record: notify("epoch", fold=stage, **record)))
     return models
 
 
-def refit_full(dataset, config, epochs: int, device: str, base_seed: int, seeds: int, run_dir,
-               notify: Callable[..., None]) -> dict:
+def refit_full(public: Interactions, side: ItemSide, config, epochs: int, device: str, base_seed: int,
+               seeds: int, run_dir, notify: Callable[..., None]) -> dict:
     """test_scores.npy from models fitted on every public row (the contest's own training set),
     averaged over `seeds` refits; autoencoders train for the folds' median best epoch."""
     started = time.time()
-    models = fit_bag(fixed_epoch_config(config, epochs), dataset.matrix, dataset,
+    models = fit_bag(fixed_epoch_config(config, epochs), public, side,
                      [derive_seed(base_seed, "refit", index) for index in range(seeds)], device, "refit", notify)
-    test_scores = runs.open_scores(run_dir / "test_scores.npy", dataset.matrix.shape)
-    score_rows(models, dataset.matrix, test_scores)
+    test_scores = runs.open_scores(run_dir / "test_scores.npy", public.shape)
+    score_rows(models, public, test_scores)
     runs.finish_scores(run_dir / "test_scores.npy", test_scores)
     return {"seeds": seeds, "seconds": round(time.time() - started, 2)}
 
 
-def score_rows(models: list, rows: sp.csr_matrix, out, users: np.ndarray | None = None, scale: float = 1.0,
+def score_rows(models: list, rows: Interactions, out, out_rows: np.ndarray | None = None, scale: float = 1.0,
                accumulate: bool = False) -> None:
-    """out[users] (= or +=) scale x the models' mean score of rows[users], a chunk of users at a time."""
-    users = np.arange(rows.shape[0]) if users is None else users
-    for start in range(0, len(users), SCORE_CHUNK):
-        index = users[start:start + SCORE_CHUNK]
-        block = mean_score(models, rows[index])
+    """out[out_rows] (= or +=) scale x the models' mean score of every row of `rows`, a chunk of users
+    at a time (out_rows defaults to 0..n-1: rows and out aligned)."""
+    out_rows = np.arange(rows.shape[0]) if out_rows is None else out_rows
+    for start in range(0, rows.shape[0], SCORE_CHUNK):
+        index = out_rows[start:start + SCORE_CHUNK]
+        block = mean_score(models, rows.take(slice(start, start + SCORE_CHUNK)))
         if scale != 1.0:
             block *= scale
         if accumulate:
@@ -120,21 +122,21 @@ def score_rows(models: list, rows: sp.csr_matrix, out, users: np.ndarray | None 
             out[index] = block
 
 
-def mean_score(models: list, rows: sp.csr_matrix) -> np.ndarray:
+def mean_score(models: list, rows: Interactions) -> np.ndarray:
     block = models[0].score(rows)
     for model in models[1:]:
         block += model.score(rows)
     return block / len(models) if len(models) > 1 else block
 
 
-def recall_of(models: list, inputs: sp.csr_matrix, target: sp.csr_matrix, keep_rows: np.ndarray | None = None,
+def recall_of(models: list, inputs: Interactions, target: sp.csr_matrix, keep_rows: np.ndarray | None = None,
               kept=None) -> np.ndarray:
     """Per-user Recall@10 of the models' mean score (NaN without a target); the score rows of the
     sorted `keep_rows` go to `kept`."""
     recall = np.full(inputs.shape[0], np.nan)
     for start in range(0, inputs.shape[0], SCORE_CHUNK):
         stop = min(start + SCORE_CHUNK, inputs.shape[0])
-        block = mean_score(models, inputs[start:stop])
+        block = mean_score(models, inputs.take(slice(start, stop)))
         recall[start:stop] = recall_per_user(top_k(block, 10), target[start:stop], 10)
         if kept is not None:
             low, high = np.searchsorted(keep_rows, [start, stop])
@@ -195,7 +197,7 @@ def level3_holdout(holdout: Holdout, config) -> Holdout:
                            derive_seed(config.seed, "lb-level3"))
 
 
-def run_lb_estimate(dataset, holdout: Holdout, config, epochs: int, device: str, base_seed: int,
+def run_lb_estimate(side: ItemSide, holdout: Holdout, config, epochs: int, device: str, base_seed: int,
                     options: RefitOptions, run_dir, notify: Callable[..., None]) -> dict:
     """The estimate's two fits; writes the sample rows a blend's estimate needs (LB_FILES) into
     run_dir and returns the metrics entry."""
@@ -209,12 +211,12 @@ def run_lb_estimate(dataset, holdout: Holdout, config, epochs: int, device: str,
     runs.save_sparse(run_dir / "lb_level2_target.npz", holdout.target[sample])
     runs.save_sparse(run_dir / "lb_level3_target.npz", level3.target[sample])
     per_level = {}
-    for level, (inputs, target) in (("level2", (holdout.input, holdout.target)),
-                                    ("level3", (level3.input, level3.target))):
+    for level, (inputs, target) in (("level2", (holdout_inputs(holdout), holdout.target)),
+                                    ("level3", (holdout_inputs(level3), level3.target))):
         # As many fits as the refit bags, so the estimate is of the model that is submitted.
         seeds = [derive_seed(base_seed, "lb", level, index) if index else derive_seed(base_seed, "lb", level)
                  for index in range(options.seeds)]
-        models = fit_bag(fixed, inputs, dataset, seeds, device, f"estimate {level}", notify)
+        models = fit_bag(fixed, inputs, side, seeds, device, f"estimate {level}", notify)
         path = run_dir / f"lb_{level}_scores.npy"
         kept = runs.open_scores(path, (len(sample), inputs.shape[1])) if len(sample) else None
         per_level[level] = recall_of(models, inputs, target, sample, kept)

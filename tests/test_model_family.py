@@ -17,6 +17,7 @@ from recsys_kit.models.multidae import MultiDAE, MultiDAEConfig
 from recsys_kit.models.multidae_side import MultiDAESide, MultiDAESideConfig
 from recsys_kit.models.multivae import MultiVAE, MultiVAEConfig, MultiVAENet, kl_weight
 from recsys_kit.refit import RefitOptions
+from recsys_kit.split import ItemSide
 from recsys_kit.train import sparse_batch
 from tests.conftest import shared_data, two_cluster_rows
 
@@ -124,7 +125,7 @@ def side_catalogue(n_items: int = 12) -> tuple[dict, dict]:
 
 def test_multidae_side_without_side_files_is_multidae_and_says_so():
     rows = two_cluster_rows()
-    side = MultiDAESide(MultiDAESideConfig(hidden_dims=(16, 8)), QUICK, seed=4).fit(rows, features={})
+    side = MultiDAESide(MultiDAESideConfig(hidden_dims=(16, 8)), QUICK, seed=4).fit(rows, side=ItemSide())
     plain = MultiDAE(MultiDAEConfig(hidden_dims=(16, 8)), QUICK, seed=4).fit(rows)
     assert side.summary["side_info"] == ("none: no side files for groups ['genres', 'titles', 'years', "
                                          "'directors', 'writers']; this variant adds nothing over multidae")
@@ -136,7 +137,7 @@ def test_multidae_side_uses_the_side_profile_with_one_or_more_hidden_layers(hidd
     rows = two_cluster_rows()
     features, _ = side_catalogue()
     config = MultiDAESideConfig(hidden_dims=hidden_dims, side_dim=4)
-    model = MultiDAESide(config, QUICK, seed=2).fit(rows[:30], features=features)
+    model = MultiDAESide(config, QUICK, seed=2).fit(rows[:30], side=ItemSide(features))
     assert model.summary["side_info"].startswith("9 feature columns (genres 2, titles 4, years 3)")
     assert model.net.item_side.shape == (12, 9)
     # Fold-in: users the model never saw are scored from their input rows alone.
@@ -150,7 +151,7 @@ def test_multidae_side_uses_the_side_profile_with_one_or_more_hidden_layers(hidd
 def test_device_profile_equals_the_sparse_user_profiles():
     rows = two_cluster_rows()
     features, _ = side_catalogue()
-    model = MultiDAESide(MultiDAESideConfig(hidden_dims=(8,)), QUICK, seed=0).fit(rows, features=features)
+    model = MultiDAESide(MultiDAESideConfig(hidden_dims=(8,)), QUICK, seed=0).fit(rows, side=ItemSide(features))
     batch = sparse_batch(rows, "cpu")
     on_device = torch.nn.functional.embedding_bag(batch.cols, model.net.item_side, batch.offsets, mode="mean")
     side = build_item_features(features, None, n_items=12, seed=0)
@@ -163,7 +164,7 @@ def test_multidae_side_buckets_years_when_given_the_dataset():
     dataset = Dataset(rows, np.arange(rows.shape[0]), np.arange(12), item_features=features,
                       feature_values=labels)
     model = MultiDAESide(MultiDAESideConfig(hidden_dims=(8,), side_groups=("years",)), QUICK, seed=0)
-    model.fit(rows, features=dataset)
+    model.fit(rows, side=ItemSide.of(dataset))
     assert model.summary["side_groups"]["used"]["years"] == {"width": 2, "encoding": "5-year buckets",
                                                              "items_with_values": 12}
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from recsys_kit.config import load_config
-from recsys_kit.cv import run_cv, validation_slice
+from recsys_kit.cv import run_cv
+from recsys_kit.split import validation_slice
 from recsys_kit.data import from_interactions
 from recsys_kit.ensemble import EnsembleOptions, run_ensemble
 from recsys_kit.errors import DataError

@@ -9,17 +9,21 @@ import scipy.sparse as sp
 
 from recsys_kit.config import TrainConfig
 from recsys_kit.scores import mask_seen
+from recsys_kit.split import Interactions, ItemSide
 
 EpochCallback = Callable[[dict], None]
+Validation = tuple[Interactions, sp.csr_matrix]  # validation users' inputs and their hidden targets
 
 
 def check_rows(rows, n_items: int | None, what: str = "rows") -> sp.csr_matrix:
-    if not sp.issparse(rows):
-        raise TypeError(f"{what} must be a scipy sparse CSR matrix, got {type(rows).__name__}")
-    rows = rows.tocsr()
-    if n_items is not None and rows.shape[1] != n_items:
-        raise ValueError(f"{what} has {rows.shape[1]} item columns, the model was fitted on {n_items}")
-    return rows
+    """The CSR rows of an Interactions or of a sparse matrix, checked against the fitted width."""
+    return Interactions.of(rows, n_items, what).rows
+
+
+def check_valid(valid, n_items: int) -> Validation | None:
+    if valid is None:
+        return None
+    return Interactions.of(valid[0], n_items, "valid input"), check_rows(valid[1], n_items, "valid target")
 
 
 class Recommender(ABC):
@@ -38,17 +42,17 @@ class Recommender(ABC):
         self.summary: dict = {}  # what the run summary should say about this fit
 
     @abstractmethod
-    def fit(self, train_rows: sp.csr_matrix, features: dict[str, sp.csr_matrix] | None = None,
-            valid: tuple[sp.csr_matrix, sp.csr_matrix] | None = None,
+    def fit(self, train: Interactions, side: ItemSide | None = None, valid: Validation | None = None,
             on_epoch: EpochCallback | None = None) -> "Recommender":
-        """train_rows: users x items CSR; valid: (input rows, target rows) for early stopping."""
+        """train: the fitting users' rows (a CSR matrix is taken as Interactions without times);
+        side: item side information; valid: (input Interactions, target rows) for early stopping."""
 
     @abstractmethod
-    def _raw_scores(self, input_rows: sp.csr_matrix) -> np.ndarray:
+    def _raw_scores(self, inputs: Interactions) -> np.ndarray:
         """float32 users x items, before masking."""
 
-    def score(self, input_rows: sp.csr_matrix) -> np.ndarray:
-        """float32 scores with every seen item at -inf."""
-        rows = check_rows(input_rows, self.n_items, "input_rows")
-        scores = np.asarray(self._raw_scores(rows), dtype=np.float32)
-        return mask_seen(scores, rows)
+    def score(self, inputs: Interactions) -> np.ndarray:
+        """float32 scores of users from their input rows alone, every seen item at -inf."""
+        inputs = Interactions.of(inputs, self.n_items, "inputs")
+        scores = np.asarray(self._raw_scores(inputs), dtype=np.float32)
+        return mask_seen(scores, inputs.rows)

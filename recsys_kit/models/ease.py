@@ -16,6 +16,7 @@ import torch
 
 from recsys_kit.errors import DataError
 from recsys_kit.models.base import Recommender, check_rows
+from recsys_kit.split import Interactions
 from recsys_kit.sysmem import available_bytes, gib
 
 GRAM_BLOCK = 2048  # item columns of X^T X built at once: bounds the sparse temporary
@@ -130,9 +131,9 @@ class EASE(Recommender):
     deterministic = True  # the same fit for every seed: nothing to bag
     Config = EASEConfig
 
-    def fit(self, train_rows, features=None, valid=None, on_epoch=None):
+    def fit(self, train, side=None, valid=None, on_epoch=None):
         # No epochs and no early stopping: valid and on_epoch have nothing to act on.
-        rows = check_rows(train_rows, None, "train_rows")
+        rows = check_rows(train, None, "train")
         self.n_items = rows.shape[1]
         item_users = np.bincount(rows.indices, minlength=self.n_items)
         check_fit_memory(item_users, self.config.min_item_users, self.device)
@@ -148,8 +149,12 @@ class EASE(Recommender):
                              "fit_peak_mb": round(fit_bytes(n_fitted) / 2**20, 2)})
         return self
 
-    def _raw_scores(self, input_rows: sp.csr_matrix) -> np.ndarray:
-        rows = input_rows.astype(np.float32)
+    def scoring_rows(self, inputs: Interactions) -> sp.csr_matrix:
+        """The input rows EASE multiplies by B (variants weight them, e.g. by recency)."""
+        return inputs.rows
+
+    def _raw_scores(self, inputs: Interactions) -> np.ndarray:
+        rows = self.scoring_rows(inputs).astype(np.float32)
         if self.modelled is not None:
             rows = rows[:, self.modelled]
         if self.device == "cuda":

@@ -65,5 +65,5 @@ class MultiDAE(TorchRecommender):
     name = "multidae"
     Config = MultiDAEConfig
 
-    def build_net(self, n_items, features):
+    def build_net(self, n_items, side):
         return MultiDAENet(n_items, tuple(self.config.hidden_dims), self.config.dropout)

@@ -68,9 +68,9 @@ class MultiDAESide(TorchRecommender):
     name = "multidae_side"
     Config = MultiDAESideConfig
 
-    def build_net(self, n_items, features):
+    def build_net(self, n_items, side):
         config = self.config
-        matrices, labels = split_side_input(features)
+        matrices, labels = split_side_input(side)
         side = build_item_features(matrices, labels, groups=tuple(config.side_groups), n_items=n_items,
                                    title_dim=config.title_dim, year_bucket=config.year_bucket,
                                    min_count=config.min_count, seed=self.seed)

@@ -90,12 +90,12 @@ class MultiVAE(TorchRecommender):
     name = "multivae"
     Config = MultiVAEConfig
 
-    def build_net(self, n_items, features):
+    def build_net(self, n_items, side):
         config = self.config
         return MultiVAENet(n_items, tuple(config.hidden_dims), config.dropout, config.kl_cap,
                            config.anneal_epochs)
 
-    def fit(self, train_rows, features=None, valid=None, on_epoch=None):
-        super().fit(train_rows, features, valid=valid, on_epoch=on_epoch)
+    def fit(self, train, side=None, valid=None, on_epoch=None):
+        super().fit(train, side, valid=valid, on_epoch=on_epoch)
         self.summary["kl_weight_final"] = self.net.last_kl_weight
         return self

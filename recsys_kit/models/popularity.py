@@ -16,11 +16,11 @@ class Popularity(Recommender):
     deterministic = True  # the same fit for every seed: nothing to bag
     Config = PopularityConfig
 
-    def fit(self, train_rows, features=None, valid=None, on_epoch=None):
-        rows = check_rows(train_rows, None, "train_rows")
+    def fit(self, train, side=None, valid=None, on_epoch=None):
+        rows = check_rows(train, None, "train")
         self.n_items = rows.shape[1]
         self.item_scores = np.bincount(rows.indices, minlength=self.n_items).astype(np.float32)
         return self
 
-    def _raw_scores(self, input_rows):
-        return np.broadcast_to(self.item_scores, input_rows.shape).copy()
+    def _raw_scores(self, inputs):
+        return np.broadcast_to(self.item_scores, inputs.shape).copy()
