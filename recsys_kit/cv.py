@@ -31,9 +31,25 @@ def _notify(on_event: EventCallback | None, kind: str, **payload) -> None:
         on_event({"kind": kind, **payload})
 
 
-def _fold_metrics(scores: np.ndarray, target: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+TARGET_KINDS = {"last": True, "random": False}  # the time tail the contest hides, and its random picks
+
+
+def _fold_metrics(scores: np.ndarray, target: sp.csr_matrix, target_by_kind: dict) -> tuple:
+    """Per-user Recall@10 and NDCG@10, and Recall@10 against each kind of target alone."""
     best = top_k(scores, 10)
-    return recall_per_user(best, target, 10), ndcg_per_user(best, target, 10)
+    by_kind = {kind: recall_per_user(best, part, 10) for kind, part in target_by_kind.items()}
+    return recall_per_user(best, target, 10), ndcg_per_user(best, target, 10), by_kind
+
+
+def by_target_kind(recall_by_kind: dict[str, np.ndarray]) -> dict:
+    """metrics.json "by_target": where a model's hits come from (sequential members should win "last")."""
+    out = {}
+    for kind, per_user in recall_by_kind.items():
+        users = int((~np.isnan(per_user)).sum())
+        out[kind] = {"recall@10": summarize(per_user) if users else None, "users": users}
+    out["note"] = ("Recall@10 against one kind of hidden item alone: last = the time tail (n_last), "
+                   "random = the random earlier picks (n_random); hits / min(10, items of that kind)")
+    return out
 
 
 def run_cv(dataset: Dataset, config: RunConfig, folds: int, runs_dir: Path, name: str | None = None,
@@ -84,6 +100,8 @@ def run_cv(dataset: Dataset, config: RunConfig, folds: int, runs_dir: Path, name
         config.train.fit_seed if config.train.fit_seed >= 0 else config.seed)
     recall = np.full(dataset.n_users, np.nan)
     ndcg = np.full(dataset.n_users, np.nan)
+    recall_by_kind = {kind: np.full(dataset.n_users, np.nan) for kind in TARGET_KINDS}
+    target_by_kind = {kind: holdout.target_part(last) for kind, last in TARGET_KINDS.items()}
     fold_records = []
     side = ItemSide.of(dataset)
     public = public_rows(dataset, holdout)
@@ -98,8 +116,12 @@ def run_cv(dataset: Dataset, config: RunConfig, folds: int, runs_dir: Path, name
 
         model.fit(split.train, side, valid=split.valid, on_epoch=on_epoch)
         score_rows([model], split.inputs, oof_scores, out_rows=fold_users)
-        fold_recall, fold_ndcg = _fold_metrics(np.asarray(oof_scores[fold_users]), split.target)
+        fold_recall, fold_ndcg, fold_by_kind = _fold_metrics(
+            np.asarray(oof_scores[fold_users]), split.target,
+            {kind: part[fold_users] for kind, part in target_by_kind.items()})
         recall[fold_users], ndcg[fold_users] = fold_recall, fold_ndcg
+        for kind, values in fold_by_kind.items():
+            recall_by_kind[kind][fold_users] = values
         if fold_mean is not None:
             score_rows([model], public, fold_mean, scale=1.0 / folds, accumulate=True)
         record = {"fold": fold, "recall@10": summarize(fold_recall), "ndcg@10": summarize(fold_ndcg),
@@ -114,6 +136,7 @@ def run_cv(dataset: Dataset, config: RunConfig, folds: int, runs_dir: Path, name
     if fold_mean is not None:
         runs.finish_scores(run_dir / fold_mean_file, fold_mean)
     metrics = build_metrics(recall, ndcg, activity, fold_of_user, has_target)
+    metrics["by_target"] = by_target_kind(recall_by_kind)
     epochs, epochs_from = refit_epochs(fold_records, config)
 
     def notify(kind, **payload):

@@ -29,6 +29,14 @@ class Holdout:
     # `order` aligned with the whole matrix's entries, `input_order` with the input's.
     order: np.ndarray | None = None
     input_order: np.ndarray | None = None
+    target_is_last: np.ndarray | None = None  # per target entry: from the time tail (else a random one)
+
+    def target_part(self, last: bool) -> sp.csr_matrix:
+        """The targets of one kind: the time tail (last=True) or the random earlier items."""
+        keep = self.target_is_last == last
+        row_of_entry = np.repeat(np.arange(self.target.shape[0]), np.diff(self.target.indptr))
+        indptr = np.r_[0, np.cumsum(np.bincount(row_of_entry[keep], minlength=self.target.shape[0]))]
+        return sp.csr_matrix((self.target.data[keep], self.target.indices[keep], indptr), shape=self.target.shape)
 
     @property
     def has_target(self) -> np.ndarray:
@@ -84,7 +92,7 @@ def contest_holdout(matrix: sp.csr_matrix, times: sp.csr_matrix | None, config: 
 
     return Holdout(input=part(~is_target, matrix.data), target=part(is_target, matrix.data),
                    input_times=part(~is_target, times.data), order=time_rank,
-                   input_order=time_rank[~is_target])
+                   input_order=time_rank[~is_target], target_is_last=is_tail[is_target])
 
 
 def assign_folds(n_users: int, k: int, seed: int) -> np.ndarray:

@@ -135,3 +135,30 @@ def test_models_are_never_handed_the_dataset(tmp_path, monkeypatch):
     assert {entry[1] for entry in received} == {"Interactions"}
     assert {entry[2] for entry in received if entry[0] == "fit"} == {"ItemSide"}
     assert sum(entry[0] == "fit" for entry in received) == 3 + 1 + 2  # folds, refit, two estimate levels
+
+
+def test_target_parts_split_the_tail_from_the_random_picks():
+    dataset = tied_log()
+    config = config_for()
+    holdout = contest_holdout(dataset.matrix, dataset.times, config.holdout, config.seed)
+    last, random = holdout.target_part(True), holdout.target_part(False)
+    assert (last + random != holdout.target).nnz == 0
+    assert last.multiply(random).nnz == 0
+    public = public_rows(dataset, holdout)
+    for user in np.flatnonzero(holdout.has_target):
+        one = public.take([user])
+        latest = one.rows.indices[one.time_order()][-1]
+        assert last[user].indices.tolist() == [latest]  # n_last = 1
+        assert len(random[user].indices) <= 2
+
+
+def test_cv_reports_recall_by_target_kind(tmp_path):
+    from recsys_kit.cv import run_cv
+    from recsys_kit.refit import RefitOptions
+    import json
+
+    run_dir = run_cv(tied_log(), config_for(), 3, tmp_path, name="pop", refit=RefitOptions(mode="none",
+                                                                                           lb_estimate=False))
+    by_target = json.loads((run_dir / "metrics.json").read_text())["by_target"]
+    assert by_target["last"]["users"] > 0 and by_target["random"]["users"] > 0
+    assert 0 <= by_target["last"]["recall@10"] <= 1 and 0 <= by_target["random"]["recall@10"] <= 1
