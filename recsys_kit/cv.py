@@ -6,6 +6,7 @@ from the one model that never saw that user, and no hidden item is ever trained 
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Callable
@@ -19,6 +20,7 @@ from recsys_kit.data import Dataset
 from recsys_kit.holdout import assign_folds, contest_holdout, derive_seed, folds_fingerprint
 from recsys_kit.metrics import build_metrics, ndcg_per_user, recall_per_user, summarize
 from recsys_kit.models import build_model
+from recsys_kit.resume import open_fold_scores, open_run, run_key
 from recsys_kit.refit import RefitOptions, refit_epochs, refit_full, resolved, run_lb_estimate, score_rows
 from recsys_kit.scores import top_k
 from recsys_kit.split import ItemSide, fold_splits, holdout_inputs, public_rows
@@ -73,7 +75,26 @@ def run_cv(dataset: Dataset, config: RunConfig, folds: int, runs_dir: Path, name
     if len(fold_of_user) != dataset.n_users:
         raise ValueError(f"fold assignment has {len(fold_of_user)} users, data has {dataset.n_users}")
     folds = int(fold_of_user.max()) + 1
-    run_dir = runs.create_run_dir(runs_dir, name or runs.default_run_name(config.model_name))
+    base_seed = fit_seed if fit_seed is not None else (
+        config.train.fit_seed if config.train.fit_seed >= 0 else config.seed)
+    data_info = {"fingerprint": dataset.fingerprint(), "holdout_fingerprint": holdout.fingerprint(),
+                 "folds_fingerprint": folds_fingerprint(fold_of_user), "summary": dataset.summary,
+                 "users": dataset.n_users, "items": dataset.n_items,
+                 "users_without_target": int((~holdout.has_target).sum())}
+    key = run_key(data_info["fingerprint"], data_info["holdout_fingerprint"], data_info["folds_fingerprint"],
+                  config.to_json(), dataclasses.asdict(refit), base_seed)
+    handle = open_run(runs_dir, name, runs.default_run_name(config.model_name), key)
+    try:
+        return _run_folds_and_refit(dataset, config, holdout, fold_of_user, handle, data_info, device,
+                                    base_seed, refit, started, on_event, on_fold_end)
+    finally:
+        handle.release()
+
+
+def _run_folds_and_refit(dataset, config, holdout, fold_of_user, handle, data_info, device, base_seed,
+                         refit, started, on_event, on_fold_end) -> Path:
+    run_dir, progress = handle.run_dir, handle.progress
+    folds = int(fold_of_user.max()) + 1
     has_target = holdout.has_target
     activity = np.diff(holdout.input.indptr)
     runs.write_text(run_dir / "config.json", config.to_json() + "\n")
@@ -83,30 +104,38 @@ def run_cv(dataset: Dataset, config: RunConfig, folds: int, runs_dir: Path, name
     runs.save_npy(run_dir / "item_ids.npy", dataset.item_ids)
     runs.save_sparse(run_dir / "holdout_input.npz", holdout.input)
     runs.save_sparse(run_dir / "holdout_target.npz", holdout.target)
-    data_info = {"fingerprint": dataset.fingerprint(), "holdout_fingerprint": holdout.fingerprint(),
-                 "folds_fingerprint": folds_fingerprint(fold_of_user), "summary": dataset.summary,
-                 "users": dataset.n_users, "items": dataset.n_items,
-                 "users_without_target": int((~has_target).sum())}
     runs.write_json(run_dir / "data.json", data_info)
-    _notify(on_event, "start", run_dir=str(run_dir), folds=folds, users=dataset.n_users,
-            items=dataset.n_items, users_without_target=int((~has_target).sum()))
-
     shape = dataset.matrix.shape
-    oof_scores = runs.open_scores(run_dir / "oof_scores.npy", shape)
     # The fold models' mean on every user's full row: the submission under --refit folds.
     fold_mean_file = {"folds": "test_scores.npy", "both": "test_scores_folds.npy"}.get(refit.mode)
-    fold_mean = runs.open_scores(run_dir / fold_mean_file, shape) if fold_mean_file else None
-    base_seed = fit_seed if fit_seed is not None else (
-        config.train.fit_seed if config.train.fit_seed >= 0 else config.seed)
+    oof_scores, fold_mean = open_fold_scores(run_dir, progress, shape, fold_mean_file)
+    resumed_folds = [record["fold"] for record in progress.folds_done]  # trained before a kill
+    _notify(on_event, "start", run_dir=str(run_dir), folds=folds, users=dataset.n_users,
+            items=dataset.n_items, users_without_target=int((~has_target).sum()), resumed_folds=resumed_folds)
     recall = np.full(dataset.n_users, np.nan)
     ndcg = np.full(dataset.n_users, np.nan)
     recall_by_kind = {kind: np.full(dataset.n_users, np.nan) for kind in TARGET_KINDS}
     target_by_kind = {kind: holdout.target_part(last) for kind, last in TARGET_KINDS.items()}
+
+    def evaluate(split):
+        """The fold users' metrics from their OOF rows, into the per-user arrays."""
+        fold_recall, fold_ndcg, fold_by_kind = _fold_metrics(
+            np.asarray(oof_scores[split.users]), split.target,
+            {kind: part[split.users] for kind, part in target_by_kind.items()})
+        recall[split.users], ndcg[split.users] = fold_recall, fold_ndcg
+        for kind, values in fold_by_kind.items():
+            recall_by_kind[kind][split.users] = values
+        return fold_recall, fold_ndcg
+
     fold_records = []
     side = ItemSide.of(dataset)
     public = public_rows(dataset, holdout)
     for split in fold_splits(holdout, fold_of_user, config):
         fold, fold_users, fold_started = split.fold, split.users, time.time()
+        if progress.done(fold):  # finished before a kill: its rows are in the score matrix already
+            evaluate(split)
+            fold_records.append(next(r for r in progress.folds_done if r["fold"] == fold))
+            continue
         _notify(on_event, "fold_start", fold=fold, fit_users=split.train.n_users, fold_users=len(fold_users),
                 valid_users=0 if split.valid is None else split.valid[0].n_users, epochs=config.train.epochs)
         model = build_model(config, seed=derive_seed(base_seed, "fit", fold), device=device)
@@ -116,18 +145,20 @@ def run_cv(dataset: Dataset, config: RunConfig, folds: int, runs_dir: Path, name
 
         model.fit(split.train, side, valid=split.valid, on_epoch=on_epoch)
         score_rows([model], split.inputs, oof_scores, out_rows=fold_users)
-        fold_recall, fold_ndcg, fold_by_kind = _fold_metrics(
-            np.asarray(oof_scores[fold_users]), split.target,
-            {kind: part[fold_users] for kind, part in target_by_kind.items()})
-        recall[fold_users], ndcg[fold_users] = fold_recall, fold_ndcg
-        for kind, values in fold_by_kind.items():
-            recall_by_kind[kind][fold_users] = values
+        fold_recall, fold_ndcg = evaluate(split)
+        oof_scores.flush()
         if fold_mean is not None:
+            progress.fold_mean_clean = False
+            progress.save(run_dir)
             score_rows([model], public, fold_mean, scale=1.0 / folds, accumulate=True)
+            fold_mean.flush()
+            progress.fold_mean_clean = True
         record = {"fold": fold, "recall@10": summarize(fold_recall), "ndcg@10": summarize(fold_ndcg),
                   "users_evaluated": int((~np.isnan(fold_recall)).sum()),
                   "seconds": round(time.time() - fold_started, 2), "model": dict(model.summary)}
         fold_records.append(record)
+        progress.folds_done.append(record)
+        progress.save(run_dir)  # the fold is durable from here: a rerun skips it
         _notify(on_event, "fold_end", **record)
         if on_fold_end is not None:
             on_fold_end(fold, float(np.mean([r["recall@10"] for r in fold_records])))
@@ -151,6 +182,7 @@ def run_cv(dataset: Dataset, config: RunConfig, folds: int, runs_dir: Path, name
         metrics["refit"].update(refit_full(public, side, config, epochs, device, base_seed, refit.seeds,
                                            run_dir, notify))
     metrics.update({"model": config.model_name, "folds_detail": fold_records,
+                    "resumed_folds": resumed_folds,
                     "wall_seconds": round(time.time() - started, 2)})
     runs.write_json(run_dir / "metrics.json", metrics)
     _notify(on_event, "end", run_dir=str(run_dir), metrics=metrics)
