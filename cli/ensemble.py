@@ -7,12 +7,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cli.common import console, exit_on_bad_input, lb_line, metrics_table
+from recsys_kit.blend_methods import NORMALIZERS
 from recsys_kit.ensemble import DEFAULT_NORMALIZE, EnsembleOptions, run_ensemble
 from recsys_kit.runs import read_json
 
 STAGES = {"cache": "caching candidates", "fit": "fitting weights", "check": "checking the gain on half B",
           "oof": "blending OOF scores",
           "test": "blending test scores"}
+NORMALIZE_HELP = f"Per-user normalisation before blending: {' | '.join(NORMALIZERS)} (vote always uses ranks)"
 
 
 def ensemble(
@@ -21,16 +23,18 @@ def ensemble(
                                                      "on the same data, holdout and folds")],
     name: Annotated[Optional[str], typer.Option(help="Run name (default: ensemble-timestamp)")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run directories are created")] = Path("runs"),
-    method: Annotated[str, typer.Option(help="fit: weights fitted on OOF Recall@10 | vote: top-N hard "
-                                             "voting | mean: equal weights")] = "fit",
-    normalize: Annotated[str, typer.Option(help="Per-user normalisation before blending: rank | zscore | "
-                                                "softmax | none (vote always uses ranks)")] = DEFAULT_NORMALIZE,
+    method: Annotated[str, typer.Option(help="fit: weights fitted on OOF Recall@10 | slots: fitted weights, "
+                                             "the top S of the 10 slots reserved for one member's own top-S "
+                                             "(S and member fitted on OOF too; for sequential models) | "
+                                             "vote: top-N hard voting | mean: equal weights")] = "fit",
+    normalize: Annotated[str, typer.Option(help=NORMALIZE_HELP)] = DEFAULT_NORMALIZE,
     seed: Annotated[int, typer.Option(help="Base seed of the half split and the fitting sample")] = 0,
     top_n: Annotated[int, typer.Option(min=1, help="vote: each member's top-N items get a vote")] = 10,
     rank_weighted: Annotated[bool, typer.Option(help="vote: weight a vote by its position in the top-N")] = False,
-    bags: Annotated[int, typer.Option(min=1, help="fit: average the weights of this many bootstrap fits")] = 8,
-    fallback: Annotated[bool, typer.Option(help="fit: submit the best member alone when the blend's held-out "
-                                                "gain is not clear of zero")] = True,
+    bags: Annotated[int, typer.Option(min=1, help="fit, slots: average the weights of this many bootstrap "
+                                                  "fits")] = 8,
+    fallback: Annotated[bool, typer.Option(help="fit, slots: submit the best member alone when the blend's "
+                                                "held-out gain is not clear of zero")] = True,
 ):
     """Blend runs on out-of-fold scores; writes OOF and test score matrices and metrics.json."""
     with exit_on_bad_input():
@@ -59,6 +63,12 @@ def ensemble(
     console.print(f"held-out half: Recall@10 {half['recall@10']:.4f}, NDCG@10 {half['ndcg@10']:.4f} "
                   f"({half['users_evaluated']:,} users); OOF Recall@10 {metrics['recall@10']['mean']:.4f}"
                   f"{lb_line(metrics)}  ({metrics['wall_seconds']:.0f} s)")
+    reserved = {"written": metrics.get("slots"), "fitted on all users": metrics.get("fit", {}).get("slots"),
+                "fitted on half A": metrics["holdout_half"].get("slots")}
+    if any(r and r["slots"] for r in reserved.values()):
+        console.print("reserved slots: " + "; ".join(
+            f"{what} {r['slots']} for {r['member']}" if r["slots"] else f"{what} none"
+            for what, r in reserved.items() if r))
     choice = metrics.get("choice", {})
     if "gain_interval90" in choice:
         low, high = choice["gain_interval90"]
@@ -69,7 +79,7 @@ def ensemble(
 
 def members_table(metrics: dict) -> Table:
     """Members vs the blend on the held-out half B, with the weights."""
-    fitted = metrics["method"] == "fit"
+    fitted = bool(metrics.get("fit"))  # a method that fits: weights of the half-A fit too
     table = Table(title=f"{metrics['method']} blend ({metrics['normalize']}): held-out half of the users")
     table.add_column("run")
     table.add_column("weight", justify="right")

@@ -8,7 +8,8 @@ a blend fitted on OOF rows is fitted on honest scores. Two extra guards keep the
     every figure reported is then measured exactly on full blended rows.
 Memory stays flat: score matrices are read a chunk of users at a time through a memmap opened
 for that read only, and written by streaming, so neither the members nor the output ever sit
-in memory (or in the resident set as mapped pages) whole.
+in memory (or in the resident set as mapped pages) whole. The methods and normalisations
+themselves are registered in `recsys_kit.blend_methods`.
 """
 from __future__ import annotations
 
@@ -26,15 +27,15 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys_kit import runs
-from recsys_kit.blend_weights import K, CandidateCache, bagged_weights, choose_blend
+from recsys_kit.blend_methods import METHODS, NORMALIZERS, Blend, as_blends, normalize
+from recsys_kit.blend_weights import K, CandidateCache, choose_blend
 from recsys_kit.errors import DataError
 from recsys_kit.holdout import derive_seed
 from recsys_kit.metrics import build_metrics, ndcg_per_user, recall_per_user, summarize
 from recsys_kit.refit import LB_FILES, depth_estimate
-from recsys_kit.scores import NORMALIZATIONS, blend_blocks, normalize_rows, top_k, vote_blocks
+from recsys_kit.scores import top_k
 
 EventCallback = Callable[[dict], None]
-METHODS = ("fit", "vote", "mean")
 DEFAULT_NORMALIZE = "zscore"  # beat rank on held-out Recall@10 on ml-1m (see the issue note)
 COPIED = ("data.json", "folds.npy", "user_ids.npy", "item_ids.npy", "holdout_input.npz",
           "holdout_target.npz")
@@ -42,7 +43,7 @@ COPIED = ("data.json", "folds.npy", "user_ids.npy", "item_ids.npy", "holdout_inp
 
 @dataclass(frozen=True)
 class EnsembleOptions:
-    method: str = "fit"  # fit: weights fitted on OOF | vote: top-N hard voting | mean: equal weights
+    method: str = "fit"  # a blend_methods.METHODS name: fit | slots | vote | mean ("fit:" below: slots too)
     normalize: str = DEFAULT_NORMALIZE  # per-user normalisation before blending (vote always ranks)
     seed: int = 0  # base seed of the half split and the fitting sample
     top_n: int = 10  # vote: each member's top-N items get a vote
@@ -58,9 +59,9 @@ class EnsembleOptions:
     def check(self) -> None:
         if self.method not in METHODS:
             raise DataError(f"unknown ensemble method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if self.normalize not in NORMALIZATIONS:
+        if self.normalize not in NORMALIZERS:
             raise DataError(f"unknown normalisation {self.normalize!r}; choose one of "
-                            f"{', '.join(NORMALIZATIONS)}")
+                            f"{', '.join(NORMALIZERS)}")
         for name in ("top_n", "candidates", "fit_users", "chunk", "bags", "bootstrap"):
             if getattr(self, name) < 1:
                 raise DataError(f"ensemble option {name} must be >= 1, got {getattr(self, name)}")
@@ -155,7 +156,7 @@ def build_cache(members: list[Member], users: np.ndarray, target: sp.csr_matrix,
     hits = np.zeros((len(users), width), dtype=bool)
     for start in range(0, len(users), step):
         index = users[start:start + step]
-        blocks = [normalize_rows(_rows(m.path, "oof_scores.npy", index), options.normalize) for m in members]
+        blocks = [normalize(_rows(m.path, "oof_scores.npy", index), options.normalize) for m in members]
         items = np.sort(np.concatenate([top_k(b, n) for b in blocks], axis=1), axis=1)
         ok = np.ones(items.shape, dtype=bool)
         ok[:, 1:] = items[:, 1:] != items[:, :-1]  # the same item picked by two members counts once
@@ -179,10 +180,10 @@ def _cache_step(options: EnsembleOptions, n_members: int) -> int:
 
 # ------------------------------------------------------------------------------ chunked blending
 
-def blend_chunk(members: list[Member], name: str, index, weights: np.ndarray, options: EnsembleOptions,
+def blend_chunk(members: list[Member], name: str, index, blends, options: EnsembleOptions,
                 on_member: Callable[[int, np.ndarray], None] | None = None) -> np.ndarray:
-    """Blends (one per row of the 2-D `weights`; one for a vote) of the members' rows `index`,
-    shape blends x rows x items; members are read and normalised one at a time."""
+    """The blends (Blends, or weights: a vector or blends x members) of the members' rows `index`
+    by `options.method`, shape blends x rows x items; members are read one at a time."""
 
     def raw_blocks():
         for m, member in enumerate(members):
@@ -191,10 +192,7 @@ def blend_chunk(members: list[Member], name: str, index, weights: np.ndarray, op
                 on_member(m, raw)
             yield raw
 
-    if options.method == "vote":
-        return vote_blocks(raw_blocks(), len(members), options.top_n, options.rank_weighted)[None]
-    normalised = (normalize_rows(raw, options.normalize) for raw in raw_blocks())
-    return blend_blocks(normalised, np.atleast_2d(weights))
+    return METHODS[options.method].combine(raw_blocks(), as_blends(blends), options)
 
 
 class _NpyWriter:
@@ -227,14 +225,15 @@ class _NpyWriter:
             self.tmp.unlink(missing_ok=True)
 
 
-def blend_file(members: list[Member], name: str, out: Path | None, weights: np.ndarray, options: EnsembleOptions,
+def blend_file(members: list[Member], name: str, out: Path | None, blends, options: EnsembleOptions,
                target: sp.csr_matrix | None = None, on_chunk: Callable[[], None] | None = None) -> dict:
-    """Blend score matrix `name` of the members into `out` (the first row of 2-D `weights`),
-    chunk by chunk. With `target`: per-user Recall@10 / NDCG@10 of every blend ("recall",
-    "ndcg": blends x users) and of every member's own top-10 ("member_recall", "member_ndcg")."""
+    """Blend score matrix `name` of the members into `out` (the first of `blends`: Blends, or
+    weights as a vector or blends x members), chunk by chunk. With `target`: per-user Recall@10 /
+    NDCG@10 of every blend ("recall", "ndcg": blends x users) and of every member's own top-10
+    ("member_recall", "member_ndcg")."""
     n_users, n_items = members[0].data["users"], members[0].data["items"]
-    weights = np.atleast_2d(weights)
-    n_blends = 1 if options.method == "vote" else len(weights)
+    blends = as_blends(blends)
+    n_blends = len(blends)
     per_user = {key: np.full((count, n_users), np.nan) for key, count in (
         ("recall", n_blends), ("ndcg", n_blends), ("member_recall", len(members)), ("member_ndcg", len(members)))}
     writer = _NpyWriter(out, (n_users, n_items)) if out is not None else None
@@ -247,12 +246,12 @@ def blend_file(members: list[Member], name: str, out: Path | None, weights: np.n
                 if chunk_target is not None:  # the member's own top-10, as its own run measured it
                     _score_into(per_user, "member_", raw, chunk_target, (m, rows))
 
-            blends = blend_chunk(members, name, rows, weights, options, on_member)
+            block = blend_chunk(members, name, rows, blends, options, on_member)
             if writer is not None:
-                writer.write(blends[0])
+                writer.write(block[0])
             for b in range(n_blends if chunk_target is not None else 0):
-                _score_into(per_user, "", blends[b], chunk_target, (b, rows))
-            del blends
+                _score_into(per_user, "", block[b], chunk_target, (b, rows))
+            del block
             if on_chunk is not None:
                 on_chunk()
         if writer is not None:
@@ -304,33 +303,35 @@ def run_ensemble(run_dirs, runs_dir: Path, name: str | None = None, options: Ens
     _notify(on_event, "start", members=[str(m.path) for m in members], users=n_users,
             items=target.shape[1], method=options.method, normalize=options.normalize)
 
+    method = METHODS[options.method]
     fit_info: dict = {}
     choice: dict = {"used": "blend", "reason": f"method {options.method}: no fitted weights to check"}
-    weights = weights_a = np.full(n_members, 1.0 / n_members)
-    if options.method == "fit":
+    final = half_a = Blend(np.full(n_members, 1.0 / n_members))
+    if method.fit is not None:
         users = fit_sample(has_target, options.fit_users, options.seed)
         _notify(on_event, "stage", stage="cache", total=-(-len(users) // _cache_step(options, n_members)))
         cache = build_cache(members, users, target, options,
                             on_step=lambda: _notify(on_event, "advance", stage="cache"))
         _notify(on_event, "stage", stage="fit", total=2)
         in_a = ~half_b[users]
-        weights_a, sample_a = bagged_weights(cache.subset(in_a), n_members, options.steps, options.bags,
-                                             derive_seed(options.seed, "bags-half-a"))
-        _notify(on_event, "advance", stage="fit", weights=weights_a.tolist())
-        weights, sample_all = bagged_weights(cache, n_members, options.steps, options.bags,
-                                             derive_seed(options.seed, "bags"))
-        _notify(on_event, "advance", stage="fit", weights=weights.tolist())
+        half_a, sample_a = method.fit(cache.subset(in_a), options, derive_seed(options.seed, "bags-half-a"))
+        _notify(on_event, "advance", stage="fit", weights=half_a.weights.tolist())
+        final, sample_all = method.fit(cache, options, derive_seed(options.seed, "bags"))
+        _notify(on_event, "advance", stage="fit", weights=final.weights.tolist())
         del cache
         fit_info = {"users": len(users), "users_half_a": int(in_a.sum()), "bags": options.bags,
-                    "sample_recall@10_half_a": sample_a, "sample_recall@10": sample_all}
+                    "sample_recall@10_half_a": sample_a, "sample_recall@10": sample_all,
+                    "slots": _slots(final, members)}
         _notify(on_event, "stage", stage="check", total=chunks)
-        check = blend_file(members, "oof_scores.npy", None, weights_a, options, target=target,
+        check = blend_file(members, "oof_scores.npy", None, [half_a], options, target=target,
                            on_chunk=lambda: _notify(on_event, "advance", stage="check"))
-        choice = choose_blend(members, check, half_b, weights, options)
-        weights = np.asarray(choice["weights"])
+        choice = choose_blend(members, check, half_b, final.weights, options)
+        if choice["used"] != "blend":  # the best member alone: its own top-10, nothing reserved
+            final = Blend(np.asarray(choice["weights"]))
+    weights, weights_a = np.asarray(final.weights), np.asarray(half_a.weights)
 
     run_dir = runs.create_run_dir(runs_dir, name or runs.default_run_name("ensemble"))
-    normalize = "rank" if options.method == "vote" else options.normalize
+    normalize = method.normalize or options.normalize
     runs.write_json(run_dir / "config.json", {"kind": "ensemble", "members": [str(m.path) for m in members],
                                               **dataclasses.asdict(options), "normalize": normalize})
     # Not runs.environment(): it imports torch (~0.3 GB resident) to name a device a blend never uses.
@@ -342,16 +343,16 @@ def run_ensemble(run_dirs, runs_dir: Path, name: str | None = None, options: Ens
         os.replace(tmp, run_dir / file_name)
 
     _notify(on_event, "stage", stage="oof", total=chunks)
-    # Row 0: the final blend (written, scored on everyone); last row: the half-A fit, for half B.
-    blends = np.vstack([weights, weights_a]) if options.method == "fit" else weights
+    # First: the final blend (written, scored on everyone); last: the half-A fit, for half B.
+    blends = [final, half_a] if method.fit is not None else [final]
     per_user = blend_file(members, "oof_scores.npy", run_dir / "oof_scores.npy", blends, options, target=target,
                           on_chunk=lambda: _notify(on_event, "advance", stage="oof"))
     half_recall, half_ndcg = (np.where(half_b, per_user[k][-1], np.nan) for k in ("recall", "ndcg"))
     _notify(on_event, "stage", stage="test", total=chunks)
-    blend_file(members, "test_scores.npy", run_dir / "test_scores.npy", weights, options,
+    blend_file(members, "test_scores.npy", run_dir / "test_scores.npy", [final], options,
                on_chunk=lambda: _notify(on_event, "advance", stage="test"))
 
-    estimate = blend_lb_estimate(members, weights, options)
+    estimate = blend_lb_estimate(members, final, options)
     members_report = [{
         "path": str(member.path), "name": member.name, "model": member.metrics.get("model"),
         "weight": float(weights[m]), "weight_half_a": float(weights_a[m]),
@@ -362,22 +363,23 @@ def run_ensemble(run_dirs, runs_dir: Path, name: str | None = None, options: Ens
     metrics = build_metrics(per_user["recall"][0], per_user["ndcg"][0], activity, fold_of_user, has_target)
     metrics.update({
         "model": "ensemble", "method": options.method, "normalize": normalize, "weights": weights.tolist(),
-        "members": members_report, "fit": fit_info, "choice": choice, "lb_estimate": estimate,
+        "slots": _slots(final, members), "members": members_report, "fit": fit_info, "choice": choice,
+        "lb_estimate": estimate,
         "wall_seconds": round(time.time() - started, 2),
         "holdout_half": {"recall@10": summarize(half_recall), "ndcg@10": summarize(half_ndcg),
                          "users_evaluated": int((~np.isnan(half_recall)).sum()),
-                         "weights": weights_a.tolist(), "seed": options.seed,
-                         "note": "weights fitted on half A of the users, scored on half B" if
-                         options.method == "fit" else "no fitting: the same blend, scored on half B"}})
+                         "weights": weights_a.tolist(), "slots": _slots(half_a, members), "seed": options.seed,
+                         "note": f"{method.fitted} fitted on half A of the users, scored on half B" if
+                         method.fit is not None else "no fitting: the same blend, scored on half B"}})
     metrics["recall@10"]["lb_estimate"] = estimate.get("recall@10")
     runs.write_json(run_dir / "metrics.json", metrics)  # last: its presence marks a finished run
     _notify(on_event, "end", run_dir=str(run_dir), metrics=metrics)
     return run_dir
 
 
-def blend_lb_estimate(members: list[Member], weights: np.ndarray, options: EnsembleOptions) -> dict:
-    """The members' leaderboard-estimate rows (one and two levels of hiding down), blended with
-    the final weights and extrapolated as for one model (recsys_kit.refit)."""
+def blend_lb_estimate(members: list[Member], blend, options: EnsembleOptions) -> dict:
+    """The members' leaderboard-estimate rows (one and two levels of hiding down), blended as the
+    final `blend` (a Blend, or its weights) and extrapolated as for one model (recsys_kit.refit)."""
     if not all((m.path / name).exists() for m in members for name in LB_FILES):
         return {"recall@10": None, "reason": "a member has no leaderboard-estimate rows (cv --no-lb-estimate)"}
     sample = np.load(members[0].path / "lb_users.npy")
@@ -389,13 +391,18 @@ def blend_lb_estimate(members: list[Member], weights: np.ndarray, options: Ensem
         recall[level] = np.full(len(sample), np.nan)
         for start in range(0, len(sample), options.chunk):
             rows = slice(start, min(start + options.chunk, len(sample)))
-            block = blend_chunk(members, f"lb_{level}_scores.npy", rows, weights, options)[0]
+            block = blend_chunk(members, f"lb_{level}_scores.npy", rows, as_blends(blend)[:1], options)[0]
             recall[level][rows] = recall_per_user(top_k(block, K), target[rows], K)
     # The sample holds level-2 users only: the share of all users with a level-2 target is the members'.
     level2_users = (members[0].metrics.get("lb_estimate") or {}).get("users_level2")
     coverage2 = level2_users / members[0].data["users"] if level2_users else None
     entry = depth_estimate(recall["level2"], recall["level3"], 200, options.seed, coverage2=coverage2)
     return {**entry, "method": "depth extrapolation R2 * R2/R3 on the members' sample rows"}
+
+
+def _slots(blend: Blend, members: list[Member]) -> dict:
+    """The slots a blend reserves, and for which member, as metrics.json reports them."""
+    return {"slots": blend.slots, "member": members[blend.reserved].name if blend.slots else None}
 
 
 def _brief(metric: dict | None) -> dict | None:

@@ -12,10 +12,11 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from recsys_kit import runs
+from recsys_kit.blend_methods import METHODS, NORMALIZERS, normalize
 from recsys_kit.blend_weights import fit_weights
 from recsys_kit.ensemble import EnsembleOptions, Member, blend_file, check_compatible, run_ensemble
 from recsys_kit.errors import DataError
-from recsys_kit.scores import NORMALIZATIONS, blend_blocks, normalize_rows, top_k
+from recsys_kit.scores import blend_blocks, top_k
 
 runner = CliRunner()
 
@@ -81,11 +82,11 @@ def nasty_block() -> np.ndarray:
     return np.array(rows, dtype=np.float32)
 
 
-@pytest.mark.parametrize("method", NORMALIZATIONS)
+@pytest.mark.parametrize("method", NORMALIZERS)
 def test_normalize_rows_never_nan_and_keeps_the_mask(method):
     block = nasty_block()
     with np.errstate(over="raise", invalid="raise", divide="raise"):  # no NaN-making arithmetic either
-        out = normalize_rows(block, method)
+        out = normalize(block, method)
     assert out.dtype == np.float32 and out.shape == block.shape
     assert not np.isnan(out).any()
     assert np.array_equal(np.isneginf(out), ~np.isfinite(block))  # masked (and NaN/+inf) -> -inf
@@ -97,14 +98,15 @@ def test_normalize_rows_never_nan_and_keeps_the_mask(method):
 
 
 def test_constant_rows_and_rank_values():
-    out = {m: normalize_rows(nasty_block(), m) for m in ("rank", "zscore", "softmax")}
+    out = {m: normalize(nasty_block(), m) for m in ("rank", "zscore", "softmax", "minmax")}
     assert out["rank"][1, 7] == 0.5 and (out["rank"][2] == 0.5).all()
+    assert out["minmax"][1, 7] == 0.5 and (out["minmax"][2] == 0.5).all() and (out["minmax"][3][[0, 1, 3]] == 0.5).all()
     assert (out["zscore"][2] == 0).all() and (out["zscore"][3][[0, 1, 3, 5, 6, 7]] == 0).all()
     assert np.allclose(out["softmax"][2], 1 / 8)
     rng = np.random.default_rng(0)
     block = np.round(rng.normal(size=(5, 200)), 1).astype(np.float32)  # many ties
     block[rng.random(block.shape) < 0.2] = -np.inf
-    ranks = normalize_rows(block, "rank")
+    ranks = normalize(block, "rank")
     for row, got in zip(block, ranks):
         keep = np.isfinite(row)
         expected = (rankdata(row[keep]) - 1) / (keep.sum() - 1)  # average ranks, best = 1
@@ -113,14 +115,14 @@ def test_constant_rows_and_rank_values():
 
 # ---------------------------------------------------------------------------- blending
 
-@pytest.mark.parametrize("method", NORMALIZATIONS)
+@pytest.mark.parametrize("method", NORMALIZERS)
 def test_blend_never_recommends_a_seen_item(method):
     rng, seen, _, _ = random_setup()
     # The third member's raw scores sit near float32's limit: raw ('none') sums overflow.
     members = [masked(np.clip(rng.normal(size=seen.shape), -5, 5) * scale, seen) for scale in (1, 1e3, 6e37)]
     members[1][5, :30] = -np.inf  # a member may mask more than the others: the union wins
     members[2][7] = np.nan  # a broken member row
-    blocks = [normalize_rows(m, method) for m in members]
+    blocks = [normalize(m, method) for m in members]
     for weights in ([1, 0, 0], [0, 0, 1], [0.5, 0.5, 0], [0, 0, 0], [0.2, 0.3, 0.5], [0, 5, 5]):
         blend = blend_blocks(iter(blocks), weights)
         assert not np.isnan(blend).any()
@@ -186,7 +188,7 @@ def test_ensemble_masks_and_copies(tmp_path):
     junk[3, :5] = -np.inf  # its extra mask must survive, even at weight 0
     members = [fake_run(tmp_path / "good", good, seen, target, folds),
                fake_run(tmp_path / "junk", junk, seen, target, folds, test=junk[::-1].copy())]
-    for method in ("fit", "vote", "mean"):
+    for method in METHODS:
         run_dir = run_ensemble(members, tmp_path / "runs", name=method, options=EnsembleOptions(method=method))
         for name, union in (("oof_scores.npy", ~np.isfinite(good) | ~np.isfinite(junk)),
                             ("test_scores.npy", ~np.isfinite(good) | ~np.isfinite(junk[::-1]))):
