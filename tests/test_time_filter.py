@@ -1,0 +1,59 @@
+import numpy as np
+import scipy.sparse as sp
+
+from recsys_kit.split import Interactions
+from recsys_kit.time_filter import fit_margin, item_first_seen, push_future, user_last_time
+
+
+def interactions(dense_times: np.ndarray) -> Interactions:
+    """users x items array of times, NaN where no interaction."""
+    present = ~np.isnan(dense_times)
+    rows = sp.csr_matrix(present.astype(np.float32))
+    times = dense_times[present]  # row-major, the CSR entry order of sorted indices
+    return Interactions(rows, times)
+
+
+def test_first_seen_and_last_time():
+    log = interactions(np.array([[1.0, np.nan, 5.0], [3.0, 7.0, np.nan], [np.nan] * 3]))
+    np.testing.assert_array_equal(item_first_seen(log), [1.0, 7.0, 5.0])
+    np.testing.assert_array_equal(user_last_time(log), [5.0, 7.0, -np.inf])
+
+
+def test_push_future_moves_late_items_below_the_rest_and_keeps_the_mask():
+    block = np.array([[3.0, -np.inf, 2.0, 9.0, 8.0]], dtype=np.float32)
+    first_seen = np.array([0.0, 0.0, 0.0, 20.0, 30.0])
+    out = push_future(block.copy(), np.array([10.0]), first_seen, margin=5.0)
+    assert out[0, 1] == -np.inf
+    assert np.all(np.isfinite(out[0, [0, 2, 3, 4]]))
+    assert list(np.argsort(-out[0])[:4]) == [0, 2, 3, 4]  # kept items first, then late ones in order
+    untouched = push_future(block.copy(), np.array([10.0]), first_seen, margin=25.0)
+    assert out[0, 4] < out[0, 2] and untouched[0, 3] == 9.0 and untouched[0, 4] < out[0, 0] + 100
+
+
+def planted(n_users=300, n_items=40, seed=0, late_is_target=False):
+    """Items 0-9 appear at time 100+ (late); every user's last time is < 50. Scores rank the late
+    items first; targets are late items only when `late_is_target`."""
+    rng = np.random.default_rng(seed)
+    first_seen = np.where(np.arange(n_items) < 10, 100.0 + np.arange(n_items), rng.uniform(0, 40, n_items))
+    last_time = rng.uniform(40, 50, n_users)
+    scores = rng.random((n_users, n_items)).astype(np.float32)
+    scores[:, :10] += 1.0
+    target = np.zeros((n_users, n_items), dtype=np.float32)
+    for user in range(n_users):
+        pool = np.arange(10) if late_is_target else np.arange(10, n_items)
+        target[user, rng.choice(pool, 3, replace=False)] = 1
+    return scores, sp.csr_matrix(target), last_time, first_seen
+
+
+def test_fit_margin_turns_the_filter_on_when_late_items_are_never_hidden():
+    scores, target, last_time, first_seen = planted()
+    fitted = fit_margin(scores, target, last_time, first_seen)
+    assert fitted["margin"] is not None and fitted["gain"] > 0.2
+    assert fitted["margin"] <= 100.0 - 40.0  # pushes the late block for most users
+    assert {entry["margin"] for entry in fitted["tried"]} >= {"off", 0.0}
+
+
+def test_fit_margin_keeps_the_filter_off_when_late_items_are_the_answers():
+    scores, target, last_time, first_seen = planted(late_is_target=True)
+    fitted = fit_margin(scores, target, last_time, first_seen)
+    assert fitted["margin"] is None and fitted["gain"] == 0
