@@ -13,11 +13,33 @@ console = Console(stderr=True)
 
 @contextmanager
 def exit_on_bad_input():
+    """DataError -> `error: <one line>` on stderr and exit 2. An OSError that no reader turned into
+    a DataError (a disk filling up mid-run, a folder removed under us) ends the same way."""
     try:
         yield
     except DataError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2)
+        fail(str(err))
+    except OSError as err:
+        path = err.filename if err.filename is not None else "a file"
+        fail(f"{path}: {err.strerror or err}")
+
+
+def fail(message: str):
+    """Print `error: message` as one line and exit 2 (bad input)."""
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    raise typer.Exit(2)
+
+
+def number(value, digits: int = 4) -> str:
+    """A metric as text; a missing one (null in metrics.json: nothing to evaluate) as n/a."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def mean_std(metric: dict) -> str:
+    """'mean +- std', or 'n/a (why)' when metrics.json holds no figure."""
+    if metric.get("mean") is None:
+        return f"n/a ({metric['reason']})" if metric.get("reason") else "n/a"
+    return f"{metric['mean']:.4f} +- {metric['std']:.4f}"
 
 
 def metrics_table(metrics: dict, title: str) -> Table:
@@ -29,16 +51,16 @@ def metrics_table(metrics: dict, title: str) -> Table:
     table.add_column("users", justify="right")
     recall, ndcg = metrics["recall@10"], metrics["ndcg@10"]
     for fold, (r, n) in enumerate(zip(recall["folds"], ndcg["folds"])):
-        table.add_row(f"fold {fold + 1}", f"{r:.4f}", f"{n:.4f}", "")
-    table.add_row("[bold]mean +- std", f"[bold]{recall['mean']:.4f} +- {recall['std']:.4f}",
-                  f"[bold]{ndcg['mean']:.4f} +- {ndcg['std']:.4f}", f"{metrics['users_evaluated']:,}")
+        table.add_row(f"fold {fold + 1}", number(r), number(n), "")
+    table.add_row("[bold]mean +- std", f"[bold]{mean_std(recall)}", f"[bold]{mean_std(ndcg)}",
+                  f"{metrics['users_evaluated']:,}")
     if recall.get("lb_estimate") is not None:
         table.add_row("[bold]leaderboard estimate", f"[bold]{recall['lb_estimate']:.4f}", "", "")
     groups = metrics.get("groups", {})
     for group, values in groups.get("recall@10", {}).items():
         low, high = values["activity_range"]
-        table.add_row(f"activity {group} ({low}-{high} items)", f"{values['mean']:.4f}",
-                      f"{groups['ndcg@10'][group]['mean']:.4f}", f"{values['users']:,}")
+        table.add_row(f"activity {group} ({low}-{high} items)", number(values["mean"]),
+                      number(groups["ndcg@10"][group]["mean"]), f"{values['users']:,}")
     return table
 
 

@@ -5,13 +5,15 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cli.common import console, exit_on_bad_input, lb_line, metrics_table
+from cli.common import console, exit_on_bad_input, lb_line, mean_std, metrics_table
 from recsys_kit import runs
 from recsys_kit.config import load_config
 from recsys_kit.cv import run_cv
 from recsys_kit.data import load_dataset
-from recsys_kit.refit import RefitOptions
 from recsys_kit.errors import DataError
+from recsys_kit.holdout import assign_folds
+from recsys_kit.preflight import check_evaluable, check_folds
+from recsys_kit.refit import RefitOptions
 from recsys_kit.train import resolve_device
 
 CLOSED_FORM = ("popularity", "ease")  # no epochs: no epoch bar
@@ -20,7 +22,7 @@ CLOSED_FORM = ("popularity", "ease")  # no epochs: no epoch bar
 def cv(
     data: Annotated[Path, typer.Option(help="Contest-layout folder with train_ratings.csv")],
     config: Annotated[Optional[Path], typer.Option(help="Model config TOML, e.g. configs/multidae.toml")] = None,
-    folds: Annotated[int, typer.Option(min=2, help="Number of user folds")] = 5,
+    folds: Annotated[int, typer.Option(help="Number of user folds (at least 2)")] = 5,
     name: Annotated[Optional[str], typer.Option(help="Run name (default: model-timestamp)")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run directories are created")] = Path("runs"),
     seed: Annotated[Optional[int], typer.Option(help="Base seed (overrides the config's)")] = None,
@@ -36,6 +38,11 @@ def cv(
 ):
     """Train one model per fold, write OOF and test score matrices and metrics.json."""
     with exit_on_bad_input():
+        # Everything that can be checked is checked before a line of progress is drawn.
+        check_folds(folds)
+        if name is not None:
+            runs.check_run_name(name)
+        runs.check_output_dir(runs_dir, "--runs-dir")
         run_config = load_config(config, set_ or [], seed)
         refit_options = RefitOptions(mode=refit, seeds=refit_seeds, lb_estimate=lb_estimate)
         try:
@@ -44,6 +51,8 @@ def cv(
             raise DataError(str(err)) from None
         with console.status("loading data"):
             dataset = load_dataset(data)
+        check_folds(folds, dataset.n_users, str(data))
+        check_evaluable(dataset, run_config, assign_folds(dataset.n_users, folds, run_config.seed), str(data))
         console.print(f"[bold]{run_config.model_name}[/] on {data}: {dataset.n_users:,} users, "
                       f"{dataset.n_items:,} items, {dataset.matrix.nnz:,} interactions "
                       f"({dataset.summary['duplicates_collapsed']:,} duplicates collapsed), device {device}")
@@ -77,7 +86,7 @@ def cv(
                              refit=refit_options)
     metrics = runs.read_json(run_dir / "metrics.json")
     console.print(metrics_table(metrics, title=f"{run_dir.name}: out-of-fold metrics"))
-    console.print(f"OOF Recall@10 {metrics['recall@10']['mean']:.4f} +- {metrics['recall@10']['std']:.4f}"
-                  f"{lb_line(metrics)}  ({metrics['wall_seconds']:.0f} s)")
+    console.print(f"OOF Recall@10 {mean_std(metrics['recall@10'])}{lb_line(metrics)}  "
+                  f"({metrics['wall_seconds']:.0f} s)")
     typer.echo(str(run_dir))
 

@@ -8,18 +8,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cli.common import console, exit_on_bad_input
+from recsys_kit import runs
 from recsys_kit.config import load_config
 from recsys_kit.data import load_dataset
 from recsys_kit.errors import DataError
+from recsys_kit.holdout import assign_folds
+from recsys_kit.preflight import check_evaluable, check_folds
 from recsys_kit.train import resolve_device
-from recsys_kit.tune import TuneOptions, default_search_path, load_search_space, run_tune
+from recsys_kit.tune import TuneOptions, check_tune_options, default_search_path, load_search_space, run_tune
 
 
 def tune(
     data: Annotated[Path, typer.Option(help="Contest-layout folder with train_ratings.csv")],
-    trials: Annotated[int, typer.Option(min=1, help="Finished trials the study should hold, all workers together")],
+    trials: Annotated[int, typer.Option(help="Finished trials the study should hold, all workers together")],
     config: Annotated[Optional[Path], typer.Option(help="Base model config TOML, e.g. configs/multidae.toml")] = None,
-    folds: Annotated[int, typer.Option(min=2, help="Number of user folds")] = 5,
+    folds: Annotated[int, typer.Option(help="Number of user folds (at least 2)")] = 5,
     storage: Annotated[Optional[str], typer.Option(
         help="Shared study storage: a SQLAlchemy URL (postgresql://user:pass@host/db) or a journal "
              "file path; default: journal.log in the study directory")] = None,
@@ -32,13 +35,19 @@ def tune(
     seed: Annotated[Optional[int], typer.Option(help="Study seed (overrides the config's): holdout, "
                                                      "folds, sampler and per-trial seeds")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    pruner_startup: Annotated[int, typer.Option(min=0, help="Complete trials before pruning starts")] = 5,
-    pruner_warmup: Annotated[int, typer.Option(min=0, help="Folds of every trial never pruned")] = 0,
+    pruner_startup: Annotated[int, typer.Option(help="Complete trials before pruning starts")] = 5,
+    pruner_warmup: Annotated[int, typer.Option(help="Folds of every trial never pruned")] = 0,
     keep_scores: Annotated[bool, typer.Option(help="Keep every trial's OOF score matrix (trials write no test scores)")] = False,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Base config override, e.g. train.epochs=5")] = None,
 ):
     """Search the model's space (configs/search/<model>.toml) for the best OOF Recall@10."""
     with exit_on_bad_input():
+        # Everything that can be checked is checked before a line of progress is drawn.
+        check_tune_options(trials, pruner_startup, pruner_warmup)
+        check_folds(folds)
+        if study is not None:
+            runs.check_run_name(study, "--study")
+        runs.check_output_dir(runs_dir, "--runs-dir")
         base = load_config(config, set_ or [], seed)
         space = load_search_space(search or default_search_path(config, base.model_name), base)
         try:
@@ -47,14 +56,16 @@ def tune(
             raise DataError(str(err)) from None
         with console.status("loading data"):
             dataset = load_dataset(data)
+        check_folds(folds, dataset.n_users, str(data))
+        check_evaluable(dataset, base, assign_folds(dataset.n_users, folds, base.seed), str(data))
         options = TuneOptions(trials=trials, folds=folds, study=study, storage=storage, device=device,
                               pruner_startup=pruner_startup, pruner_warmup=pruner_warmup,
                               keep_scores=keep_scores)
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bars say it better
-        console.print(f"[bold]{base.model_name}[/] on {data}: {dataset.n_users:,} users, {dataset.n_items:,} "
-                      f"items; {len(space.params)} parameters from {space.path}, device {device}")
+        headline = (f"[bold]{base.model_name}[/] on {data}: {dataset.n_users:,} users, {dataset.n_items:,} "
+                    f"items; {len(space.params)} parameters from {space.path}, device {device}")
         try:
-            result = _run_with_progress(dataset, base, space, options, runs_dir, config)
+            result = _run_with_progress(dataset, base, space, options, runs_dir, config, headline)
         except KeyboardInterrupt:
             console.print("interrupted: the trial in flight is queued again; rerun the same command to resume")
             raise typer.Exit(130)
@@ -77,42 +88,50 @@ def tune(
     typer.echo(str(result.best_config))
 
 
-def _run_with_progress(dataset, base, space, options, runs_dir, config):
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console) as progress:
-        trials_task = progress.add_task("trials", total=options.trials, info="")
-        folds_task = progress.add_task("folds", total=options.folds, info="", visible=False)
-        best = {"value": None}
+def _run_with_progress(dataset, base, space, options, runs_dir, config, headline: str):
+    # Drawn from the first event on (the study opened): the storage, the study's identity and the
+    # folds are checked by then, so their errors never land under an info line and an empty bar.
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
+    trials_task = progress.add_task("trials", total=options.trials, info="")
+    folds_task = progress.add_task("folds", total=options.folds, info="", visible=False)
+    best = {"value": None}
 
-        def best_text():
-            return "" if best["value"] is None else f"best R@10 {best['value']:.4f}"
+    def best_text():
+        return "" if best["value"] is None else f"best R@10 {best['value']:.4f}"
 
-        def on_event(event):
-            kind = event["kind"]
-            if kind == "study":
-                best["value"] = event["best"]
-                verb = "resuming" if event["resumed"] else "starting"
-                console.print(f"{verb} study {event['name']} in {event['study_dir']} (storage {event['storage']})")
-                progress.update(trials_task, completed=event["done"], info=best_text())
-            elif kind == "trial_start":
-                again = f" (re-run of {event['retry_of']})" if event.get("retry_of") is not None else ""
-                progress.update(folds_task, completed=0, visible=True, info="",
-                                description=f"trial {event['number']}{again} folds")
-            elif kind == "fold_end":
-                progress.update(folds_task, completed=event["fold"] + 1,
-                                info=f"fold {event['fold'] + 1} R@10 {event['recall@10']:.4f}")
-            elif kind == "trial_end":
-                best["value"] = event["best"]
-                shown = "pruned" if event["state"] == "PRUNED" else (
-                    f"R@10 {event['value']:.4f}" if event["value"] is not None else event["state"].lower())
-                progress.update(trials_task, completed=event["done"], info=f"{best_text()}  last: {shown}")
-                progress.update(folds_task, visible=False)
-            elif kind == "requeued":
-                console.print(f"trial {event['number']} was left running by a dead worker: queued again")
-            elif kind == "note":
-                console.print(f"note: {event['message']}", markup=False)
+    def on_event(event):
+        kind = event["kind"]
+        if not progress.live.is_started:
+            console.print(headline)
+            progress.start()
+        if kind == "study":
+            best["value"] = event["best"]
+            verb = "resuming" if event["resumed"] else "starting"
+            console.print(f"{verb} study {event['name']} in {event['study_dir']} (storage {event['storage']})")
+            progress.update(trials_task, completed=event["done"], info=best_text())
+        elif kind == "trial_start":
+            again = f" (re-run of {event['retry_of']})" if event.get("retry_of") is not None else ""
+            progress.update(folds_task, completed=0, visible=True, info="",
+                            description=f"trial {event['number']}{again} folds")
+        elif kind == "fold_end":
+            progress.update(folds_task, completed=event["fold"] + 1,
+                            info=f"fold {event['fold'] + 1} R@10 {event['recall@10']:.4f}")
+        elif kind == "trial_end":
+            best["value"] = event["best"]
+            shown = "pruned" if event["state"] == "PRUNED" else (
+                f"R@10 {event['value']:.4f}" if event["value"] is not None else event["state"].lower())
+            progress.update(trials_task, completed=event["done"], info=f"{best_text()}  last: {shown}")
+            progress.update(folds_task, visible=False)
+        elif kind == "requeued":
+            console.print(f"trial {event['number']} was left running by a dead worker: queued again")
+        elif kind == "note":
+            console.print(f"note: {event['message']}", markup=False)
 
+    try:
         return run_tune(dataset, base, space, options, runs_dir, config_path=config, on_event=on_event)
+    finally:
+        progress.stop()
 
 
 def _top_table(result) -> Table:

@@ -7,12 +7,46 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from recsys_kit.errors import DataError
+from recsys_kit.errors import DataError, read_text_file
+
+# name -> that model's Config dataclass. recsys_kit.models fills it when it is imported (see
+# `register_model_configs`): the models import TrainConfig from here, so this module never
+# imports them (it did, and that was the one import circle in the code).
+MODEL_CONFIGS: dict[str, type] = {}
+
+
+def register_model_configs(configs: dict[str, type]) -> None:
+    MODEL_CONFIGS.update(configs)
+
+
+# ----------------------------------------------------------------------------- range checks
+# Every config dataclass checks its own ranges in __post_init__ with these, so a TOML file, a
+# --set override, a search-space sample and a config.json read back all pass one set of checks.
+
+def check_at_least(section: str, key: str, value, low) -> None:
+    if not value >= low:  # `not >=` so that NaN fails too
+        raise DataError(f"[{section}] {key} must be >= {low}, got {value}")
+
+
+def check_positive(section: str, key: str, value) -> None:
+    if not (value > 0 and math.isfinite(value)):
+        raise DataError(f"[{section}] {key} must be a finite number > 0, got {value}")
+
+
+def check_fraction(section: str, key: str, value) -> None:
+    if not 0 <= value < 1:
+        raise DataError(f"[{section}] {key} must be in [0, 1), got {value}")
+
+
+def check_widths(section: str, key: str, widths) -> None:
+    if not widths or min(widths) < 1:
+        raise DataError(f"[{section}] {key} must list layer widths >= 1, got {list(widths)}")
 
 
 @dataclass(frozen=True)
@@ -20,6 +54,14 @@ class HoldoutConfig:
     n_last: int = 1  # the time tail the contest hides
     n_random: int = 9  # plus random earlier items
     min_input: int = 2  # a user never keeps fewer input items than this
+
+    def __post_init__(self):
+        check_at_least("holdout", "n_last", self.n_last, 0)
+        check_at_least("holdout", "n_random", self.n_random, 0)
+        check_at_least("holdout", "min_input", self.min_input, 1)
+        if self.n_last + self.n_random < 1:
+            raise DataError(f"[holdout] n_last + n_random must be >= 1 (a holdout that hides nothing scores "
+                            f"nothing), got {self.n_last} + {self.n_random}")
 
 
 @dataclass(frozen=True)
@@ -38,6 +80,21 @@ class TrainConfig:
     # base seed. Tuning trials fit with their own, and best.toml records it so `kit cv` reproduces
     # the trial; holdout, folds and validation users always come from the base seed.
     fit_seed: int = -1
+    # auto = fp32 on CPU, bf16 autocast on CUDA; fp16 adds a GradScaler (see train.autocast_dtype).
+    precision: str = "auto"
+
+    def __post_init__(self):
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise DataError(f"[train] precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        for key in ("epochs", "batch_size", "patience", "eval_every"):
+            check_at_least("train", key, getattr(self, key), 1)
+        check_at_least("train", "min_steps_per_epoch", self.min_steps_per_epoch, 0)
+        check_positive("train", "lr", self.lr)
+        check_at_least("train", "weight_decay", self.weight_decay, 0)
+        if not math.isfinite(self.weight_decay):
+            raise DataError(f"[train] weight_decay must be finite, got {self.weight_decay}")
+        check_fraction("train", "valid_fraction", self.valid_fraction)
+        check_at_least("train", "fit_seed", self.fit_seed, -1)
 
 
 @dataclass(frozen=True)
@@ -46,6 +103,12 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     holdout: HoldoutConfig = field(default_factory=HoldoutConfig)
     seed: int = 0
+
+    def __post_init__(self):
+        if not dataclasses.is_dataclass(self.model) or not isinstance(getattr(self.model, "name", None), str):
+            raise DataError(f"[model] must be a model config dataclass with a name, got {self.model!r}")
+        if not self.seed >= 0:
+            raise DataError(f"seed must be >= 0, got {self.seed}")
 
     @property
     def model_name(self) -> str:
@@ -80,17 +143,22 @@ def _toml_value(value) -> str:
     return repr(value)
 
 
-def _build(cls, values: dict, source: str):
+def _build(cls, values: dict, source: str, section: str):
+    if not isinstance(values, dict):
+        raise DataError(f"{source}: [{section}] must be a table of key = value lines, got {values!r}")
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise DataError(f"{source}: unknown key(s) {unknown} for [{cls.__name__}]; "
+        raise DataError(f"{source} [{section}]: unknown key(s) {unknown} for [{cls.__name__}]; "
                         f"known keys: {sorted(known)}")
     converted = {}
     for name, value in values.items():
         default = getattr(cls(), name) if _has_defaults(cls) else None
-        converted[name] = _coerce(value, default, f"{source}: {name}")
-    return cls(**converted)
+        converted[name] = _coerce(value, default, f"{source} [{section}]: {name}")
+    try:
+        return cls(**converted)
+    except DataError as err:  # the range checks name [section] key; add the file it came from
+        raise DataError(f"{source}: {err}") from None
 
 
 def _has_defaults(cls) -> bool:
@@ -129,21 +197,28 @@ def _coerce(value, default, where: str):
 
 
 def from_dict(raw: dict, source: str = "config") -> RunConfig:
-    from recsys_kit.models import REGISTRY
-
+    """A checked RunConfig; the model's Config class comes from MODEL_CONFIGS by `model.name`."""
     raw = dict(raw)
-    model_raw = dict(raw.pop("model", {"name": "multidae"}))
+    model_raw = raw.pop("model", {"name": "multidae"})
+    if not isinstance(model_raw, dict):
+        raise DataError(f"{source}: [model] must be a table of key = value lines, got {model_raw!r}")
+    model_raw = dict(model_raw)
     name = model_raw.get("name", "multidae")
-    if name not in REGISTRY:
-        raise DataError(f"{source}: unknown model {name!r}; choose one of {sorted(REGISTRY)}")
-    model_cfg = _build(REGISTRY[name].Config, model_raw, f"{source} [model]")
-    train = _build(TrainConfig, raw.pop("train", {}), f"{source} [train]")
-    holdout = _build(HoldoutConfig, raw.pop("holdout", {}), f"{source} [holdout]")
+    if not MODEL_CONFIGS:
+        raise DataError(f"{source}: no models registered; import recsys_kit.models before loading a config")
+    if name not in MODEL_CONFIGS:
+        raise DataError(f"{source}: unknown model {name!r}; choose one of {sorted(MODEL_CONFIGS)}")
+    model_cfg = _build(MODEL_CONFIGS[name], model_raw, source, "model")
+    train = _build(TrainConfig, raw.pop("train", {}), source, "train")
+    holdout = _build(HoldoutConfig, raw.pop("holdout", {}), source, "holdout")
     seed = _coerce(raw.pop("seed", 0), 0, f"{source}: seed")
     if raw:
         raise DataError(f"{source}: unknown section(s) {sorted(raw)}; "
                         f"use [model], [train], [holdout] and seed")
-    return RunConfig(model=model_cfg, train=train, holdout=holdout, seed=seed)
+    try:
+        return RunConfig(model=model_cfg, train=train, holdout=holdout, seed=seed)
+    except DataError as err:
+        raise DataError(f"{source}: {err}") from None
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -157,6 +232,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         node = raw
         for section in sections:
             node = node.setdefault(section, {})
+            if not isinstance(node, dict):
+                raise DataError(f"--set {item!r}: {section} is a value, not a section; "
+                                f"use section.key=value, e.g. train.epochs=5")
         node[leaf] = value.strip()
     return raw
 
@@ -166,18 +244,25 @@ def load_config(path: Path | None, overrides: list[str] | None = None, seed: int
     source = "defaults"
     if path is not None:
         path = Path(path)
-        if not path.exists():
-            raise DataError(f"{path}: config file not found; pass an existing TOML, e.g. configs/multidae.toml")
+        text = read_text_file(path, "pass an existing TOML file, e.g. configs/multidae.toml")
         try:
-            raw = tomllib.loads(path.read_text())
+            raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as err:
             raise DataError(f"{path}: not valid TOML ({err}); fix the file") from None
         source = str(path)
+    if overrides:
+        source += " with --set"  # the bad value may come from either
     raw = apply_overrides(raw, overrides or [])
     if seed is not None:
         raw["seed"] = seed
     return from_dict(raw, source)
 
 
-def config_from_json(text: str) -> RunConfig:
-    return from_dict(json.loads(text), "config.json")
+def config_from_json(text: str, source: str = "config.json") -> RunConfig:
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{source}: not valid JSON ({err}); the run directory is damaged") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"{source}: not a config object; the run directory is damaged")
+    return from_dict(raw, source)

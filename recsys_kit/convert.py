@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from recsys_kit.errors import DataError, where
+from recsys_kit.runs import check_output_dir
 from recsys_kit.sources import READERS
 
 FORMATS = tuple(READERS)
@@ -102,6 +103,7 @@ def convert(fmt: str, src: Path, out_dir: Path) -> dict:
 # --------------------------------------------------------------------------------------------- helpers
 
 def _check_out_dir(out_dir: Path) -> None:
+    check_output_dir(out_dir, "OUT_DIR")  # a file on its path, or no permission: before reading SRC
     if out_dir.exists():
         if not out_dir.is_dir():
             raise DataError(f"{where(out_dir)}: OUT_DIR exists and is not a folder; choose a new or empty folder")

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys_kit.errors import DataError, where
+from recsys_kit.errors import DataError, check_text_file, decoding_error, os_error, where
 
 RATINGS_FILE = "train_ratings.csv"
 SIDE_FILES = ("genres", "titles", "years", "directors", "writers")
@@ -75,20 +75,30 @@ def from_interactions(users, items, times=None) -> Dataset:
     return Dataset(matrix, user_ids, item_ids, time_matrix, summary=summary)
 
 
-def _read_table(path: Path, columns: tuple[str, ...], sep: str) -> pd.DataFrame:
-    if not path.exists():
-        raise DataError(f"{path}: file not found; put the contest's {path.name} in that folder")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: empty file; expected a header line {sep.join(columns)!r} and data rows")
+def read_text_table(path: Path, sep: str, fix: str) -> pd.DataFrame:
+    """Every cell of a UTF-8 CSV/TSV as a string; a DataError for anything unreadable (not a file,
+    not text, not UTF-8, a line that does not parse, no header)."""
+    check_text_file(path, fix)
     try:
-        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False,
-                            quoting=3 if sep == "\t" else 0, engine="c")
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False,
+                           quoting=3 if sep == "\t" else 0, engine="c", on_bad_lines="error")
     except pd.errors.ParserError as err:
         line = re.search(r"line (\d+)", str(err))
         raise DataError(f"{where(path, int(line.group(1)) if line else None)}: cannot parse "
                         f"({str(err).strip()}); fix that line") from None
     except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: empty file; expected a header line {sep.join(columns)!r}") from None
+        raise DataError(f"{path}: empty file; {fix}") from None
+    except UnicodeDecodeError:
+        raise decoding_error(path) from None
+    except OSError as err:
+        raise os_error(path, err, fix) from None
+
+
+def _read_table(path: Path, columns: tuple[str, ...], sep: str) -> pd.DataFrame:
+    check_text_file(path, f"put the contest's {path.name} (UTF-8 text) in that folder")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file; expected a header line {sep.join(columns)!r} and data rows")
+    frame = read_text_table(path, sep, f"expected a header line {sep.join(columns)!r} and data rows")
     frame.columns = [c.strip().lower() for c in frame.columns]
     missing = [c for c in columns if c not in frame.columns]
     if missing:
@@ -102,16 +112,27 @@ def _read_table(path: Path, columns: tuple[str, ...], sep: str) -> pd.DataFrame:
 def _parse_ids(path: Path, frame: pd.DataFrame, column: str, allow_float: bool = False) -> np.ndarray:
     text = frame[column].str.strip()
     values = pd.to_numeric(text, errors="coerce")
-    bad = values.isna().to_numpy().copy()  # pandas 3 hands out read-only arrays
+    as_float = values.to_numpy(np.float64, na_value=np.nan)
+    bad = ~np.isfinite(as_float)  # missing, unparsable, inf (an infinite time orders nothing)
     if not allow_float:
-        bad |= ~np.isfinite(values.to_numpy(np.float64, na_value=np.nan)) | (values.to_numpy(np.float64, na_value=0) % 1 != 0)
+        bad |= np.where(bad, 0.0, as_float) % 1 != 0
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         shown = text.iloc[row]
-        what = "missing" if shown == "" else f"unparsable value {shown!r}"
-        kind = "a number" if allow_float else "an integer"
+        what = ("missing" if shown == "" else f"infinite value {shown!r}" if np.isinf(as_float[row])
+                else f"unparsable value {shown!r}")
+        kind = "a finite number" if allow_float else "an integer"
         raise DataError(f"{where(path, row + 2)}: {what} in column {column!r}; it must be {kind}")
-    array = values.to_numpy(np.float64 if allow_float else np.int64)
+    if not allow_float:
+        # Read as float (written with a point or exponent, or beyond int64) an id is exact only
+        # below 2^53; an int64 column is exact up to 2^63.
+        limit = 2.0 ** 63 if values.dtype.kind == "i" else 2.0 ** 53
+        too_big = np.abs(as_float) >= limit
+        if too_big.any():
+            row = int(np.flatnonzero(too_big)[0])
+            raise DataError(f"{where(path, row + 2)}: id {text.iloc[row]!r} in column {column!r} is too large "
+                            f"to read exactly; ids must be integers below 2^53")
+    array = as_float if allow_float else values.to_numpy(np.int64)
     if not allow_float and (array < 0).any():
         row = int(np.flatnonzero(array < 0)[0])
         raise DataError(f"{where(path, row + 2)}: negative id {array[row]} in column {column!r}; "
@@ -158,11 +179,11 @@ def load_side_file(path: Path, name: str, dataset: Dataset) -> None:
 
 
 def _read_side_frame(path: Path, name: str) -> pd.DataFrame:
+    fix = "expected UTF-8 text with a header line 'item<TAB>value' and data rows, or delete the file"
+    check_text_file(path, fix)
     if path.stat().st_size == 0:
-        raise DataError(f"{path}: empty file; expected a header line 'item<TAB>value' and data rows, "
-                        f"or delete the file")
-    frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_filter=False,
-                        quoting=3, engine="c", on_bad_lines="error")
+        raise DataError(f"{path}: empty file; {fix}")
+    frame = read_text_table(path, "\t", fix)
     frame.columns = [c.strip().lower() for c in frame.columns]
     if "item" not in frame.columns or frame.shape[1] < 2:
         raise DataError(f"{where(path, 1)}: the header must be 'item<TAB>{name.rstrip('s')}' "
@@ -181,11 +202,6 @@ def load_dataset(data_dir: Path) -> Dataset:
     for name in SIDE_FILES:
         path = data_dir / f"{name}.tsv"
         if path.exists():
-            try:
-                load_side_file(path, name, dataset)
-            except pd.errors.ParserError as err:
-                line = re.search(r"line (\d+)", str(err))
-                raise DataError(f"{where(path, int(line.group(1)) if line else None)}: cannot parse "
-                                f"({str(err).strip()}); fix that line") from None
+            load_side_file(path, name, dataset)
     dataset.summary["side_files"] = sorted(dataset.item_features)
     return dataset

@@ -1,7 +1,8 @@
 """Recall@k and NDCG@k per user, and their breakdown by user-activity group.
 
 Recall@k = hits / min(k, |target|) (the contest's definition); NDCG@k as in Liang et al. 2018.
-Users without a target get NaN and are left out of every mean.
+Users without a target get NaN and are left out of every mean. A mean over no user is NaN in
+memory and null in metrics.json, with a "reason" beside it: never a number that hides it.
 """
 from __future__ import annotations
 
@@ -64,6 +65,8 @@ def group_breakdown(per_user: np.ndarray, activity: np.ndarray) -> dict[str, dic
         out[name] = {"mean": summarize(per_user[groups == index]), "users": int(member.sum()),
                      "activity_range": [int(activity[groups == index].min()) if member.any() else 0,
                                         int(activity[groups == index].max()) if member.any() else 0]}
+        if not member.any():
+            out[name].update(mean=None, reason="no user of this group has a hidden target")
     return out
 
 
@@ -76,6 +79,11 @@ def build_metrics(recall: np.ndarray, ndcg: np.ndarray, activity: np.ndarray,
         per_fold = [summarize(per_user[fold_of_user == f]) for f in range(folds)]
         out[metric] = {"mean": float(np.mean(per_fold)), "std": float(np.std(per_fold)),
                        "folds": per_fold, "pooled": summarize(per_user)}
+        empty = [f + 1 for f, value in enumerate(per_fold) if np.isnan(value)]
+        if empty:
+            out[metric] = {"mean": None, "std": None, "pooled": summarize(per_user),
+                           "folds": [None if np.isnan(v) else v for v in per_fold],
+                           "reason": f"fold(s) {', '.join(map(str, empty))} have no user with a hidden target"}
         out.setdefault("groups", {})[metric] = group_breakdown(per_user[has_target], activity[has_target])
     out["users_evaluated"] = int((~np.isnan(recall)).sum())
     out["users_without_target"] = int((~has_target).sum())

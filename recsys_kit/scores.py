@@ -34,6 +34,15 @@ def top_k_chunked(scores: np.ndarray, k: int, chunk: int = 4096) -> np.ndarray:
     return out
 
 
+def broken_rows(scores: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Rows holding NaN or +inf (a diverged model; -inf is the seen-item mask), one chunk at a time."""
+    bad = [np.array([], dtype=np.int64)]
+    for start in range(0, scores.shape[0], chunk):
+        block = np.asarray(scores[start:start + chunk])
+        bad.append(start + np.flatnonzero((np.isnan(block) | np.isposinf(block)).any(axis=1)))
+    return np.concatenate(bad)
+
+
 # ----------------------------------------------------------------------------- blending helpers
 
 NORMALIZATIONS = ("rank", "zscore", "softmax", "none")

@@ -14,7 +14,9 @@ type-checked exactly like a config file.
 """
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import re
 import tomllib
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ from recsys_kit.errors import DataError
 _KEY = re.compile(r"^(model|train|holdout)\.([A-Za-z_]\w*)(?:\[(-?\d+)\])?$")
 _SPEC_KEYS = {"float": {"low", "high", "log", "step"}, "int": {"low", "high", "log", "step"},
               "categorical": {"choices"}}
+CORNERS = 4096  # the most combinations of bounds and choices checked together at load
 _EXAMPLE = ('"model.dropout" = { type = "float", low = 0.1, high = 0.8 }  or  '
             '"model.hidden_dims[-1]" = { type = "int", low = 32, high = 400, log = true }')
 
@@ -125,6 +128,13 @@ def load_search_space(path: Path, base: RunConfig) -> SearchSpace:
     for param in params:  # every bound and choice must make a valid config, checked up front
         for value in param.probes():
             space.apply(base, {param.key: value}, f"{path}: parameter {param.key!r} = {value!r}")
+    # ... and together: a config check may span fields (holdout.n_last + n_random >= 1). The checks
+    # are ranges, so the corners of the space stand for all of it; past CORNERS, each alone must do.
+    probes = [param.probes() for param in params]
+    if math.prod(len(p) for p in probes) <= CORNERS:
+        for corner in itertools.product(*probes):
+            values = dict(zip((param.key for param in params), corner))
+            space.apply(base, values, f"{path}: parameters {values} together")
     return space
 
 

@@ -8,21 +8,39 @@ import numpy as np
 import pandas as pd
 
 from recsys_kit import runs
-from recsys_kit.data import load_dataset
-from recsys_kit.errors import DataError
-from recsys_kit.scores import top_k_chunked
+from recsys_kit.data import load_dataset, read_text_table
+from recsys_kit.errors import DataError, check_text_file, os_error
+from recsys_kit.scores import broken_rows, top_k_chunked
 
 K = 10
+
+
+def check_submission_path(out: Path, force: bool = False) -> None:
+    """Before any work: `out` can be written (not a directory, no file in its folder path) and is
+    not the user's existing CSV unless `force`."""
+    out = Path(out)
+    if out.is_dir():
+        raise DataError(f"--out {out}: is a directory; pass a file name, e.g. {out / 'submission.csv'}")
+    runs.check_output_dir(out.parent, "--out")
+    if out.exists() and not force:
+        raise DataError(f"{out}: already exists; pass another --out or --force to replace it")
 
 
 def write_submission(run_dir: Path, out: Path, k: int = K, force: bool = False) -> dict:
     """The run's test scores -> `user,item` CSV, users ascending, k unseen items each."""
     run_dir, out = Path(run_dir), Path(out)
-    if out.exists() and not force:
-        raise DataError(f"{out}: already exists; pass another --out or --force to replace it")
+    check_submission_path(out, force)
+    if not run_dir.is_dir():
+        raise DataError(f"{run_dir}: not a directory; pass a run directory written by `kit cv` or `kit ensemble`")
     scores = runs.load_scores(run_dir, "test_scores.npy")
-    user_ids = np.load(run_dir / "user_ids.npy")
-    item_ids = np.load(run_dir / "item_ids.npy")
+    user_ids = runs.load_ids(run_dir, "user_ids.npy")
+    item_ids = runs.load_ids(run_dir, "item_ids.npy")
+    broken = broken_rows(scores)
+    if len(broken):
+        shown = ", ".join(str(u) for u in user_ids[broken[:5]])
+        more = f" and {len(broken) - 5} more" if len(broken) > 5 else ""
+        raise DataError(f"{run_dir / 'test_scores.npy'}: NaN or +inf scores for user(s) {shown}{more}; the "
+                        f"model diverged (try a lower train.lr), rerun `kit cv`")
     best = top_k_chunked(scores, k)
     # A user with fewer than k unseen items cannot be filled: say who, instead of writing junk.
     short = _users_with_masked_picks(scores, best)
@@ -32,10 +50,14 @@ def write_submission(run_dir: Path, out: Path, k: int = K, force: bool = False) 
     order = np.argsort(user_ids, kind="stable")
     frame = pd.DataFrame({"user": np.repeat(user_ids[order], best.shape[1]),
                           "item": item_ids[best[order]].ravel()})
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, out)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise os_error(out, err, "pass a writable --out") from None
     return {"path": str(out), "users": len(user_ids), "rows": len(frame)}
 
 
@@ -50,23 +72,20 @@ def _users_with_masked_picks(scores, best: np.ndarray, chunk: int = 4096) -> np.
 def validate_submission(csv_path: Path, data_dir: Path, k: int = K) -> list[str]:
     """Every broken rule, as a list of one-line problems; empty means the file is valid."""
     csv_path = Path(csv_path)
-    if not csv_path.exists():
-        raise DataError(f"{csv_path}: file not found; pass the CSV written by `kit submit`")
+    fix = "pass the CSV written by `kit submit` (UTF-8 text, header user,item)"
+    check_text_file(csv_path, fix)
     dataset = load_dataset(data_dir)
-    try:
-        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        return [f"{csv_path}: cannot be read as CSV ({str(err).strip()})"]
+    frame = read_text_table(csv_path, ",", fix)  # unreadable is bad input (exit 2), not a broken rule
     problems = []
     if list(frame.columns) != ["user", "item"]:
         return [f"{csv_path}:1: header must be exactly 'user,item', found {','.join(frame.columns)!r}"]
-    users = pd.to_numeric(frame["user"], errors="coerce")
-    items = pd.to_numeric(frame["item"], errors="coerce")
-    bad = (users.isna() | items.isna()).to_numpy()
+    users, items = _integer_ids(frame["user"]), _integer_ids(frame["item"])
+    bad = np.isnan(users) | np.isnan(items)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        return [f"{csv_path}:{row + 2}: non-integer id ({frame['user'].iloc[row]!r}, {frame['item'].iloc[row]!r})"]
-    users, items = users.to_numpy(np.int64), items.to_numpy(np.int64)
+        return [f"{csv_path}:{row + 2}: non-integer id ({frame['user'].iloc[row]!r}, {frame['item'].iloc[row]!r}); "
+                f"ids are the training data's integers"]
+    users, items = users.astype(np.int64), items.astype(np.int64)
     if (np.diff(users) < 0).any():
         row = int(np.flatnonzero(np.diff(users) < 0)[0]) + 1
         problems.append(f"{csv_path}:{row + 2}: users are not in ascending order (user {users[row]} after {users[row - 1]})")
@@ -98,6 +117,14 @@ def validate_submission(csv_path: Path, data_dir: Path, k: int = K) -> list[str]
         problems.append(f"{csv_path}:{row + 2}: user {users[row]} already has item {items[row]} in the "
                         f"training data ({int(seen.sum())} such rows)")
     return problems
+
+
+def _integer_ids(column: pd.Series) -> np.ndarray:
+    """float64 ids, NaN where a cell is not an integer that int64 holds exactly (143.5, 1e23, 'x')."""
+    values = pd.to_numeric(column.str.strip(), errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    finite = np.isfinite(values)
+    exact = finite & (np.where(finite, values, 0.0) % 1 == 0) & (np.abs(np.where(finite, values, 0.0)) < 2.0 ** 53)
+    return np.where(exact, values, np.nan)
 
 
 def _seen_pairs(dataset, users: np.ndarray, items: np.ndarray) -> np.ndarray:

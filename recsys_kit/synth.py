@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from recsys_kit.errors import DataError
+from recsys_kit.runs import check_output_dir
 
 GENRES = (
     "Action", "Adventure", "Animation", "Children", "Comedy", "Crime",
@@ -152,8 +153,7 @@ def _check_sizes(users, items, interactions, seed) -> None:
 
 
 def _check_out_dir(out_dir: Path) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DataError(f"{out_dir}: exists and is not a directory; pick a new output directory")
+    check_output_dir(out_dir, "OUT_DIR")  # a file on its path, or no permission
     if out_dir.is_dir() and any(out_dir.iterdir()):
         raise DataError(f"{out_dir}: directory exists and is not empty; pick a new or empty "
                         f"directory (synthetic data never overwrites files)")

@@ -4,14 +4,13 @@ The objective is the mean OOF Recall@10 of `run_cv` over ONE fold assignment (`f
 the study directory) and the study seed's holdout, so every trial and every worker is scored on
 the same users and hidden items; only model fitting gets a per-trial seed. The study directory
 `runs_dir/<study>` is the one directory reused on purpose: resuming continues it.
-Search spaces (TOML) live in `search_space.py`.
+Search spaces (TOML) live in `search_space.py`, opening the storage in `tune_storage.py`.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-import re
 import socket
 import sys
 import time
@@ -32,7 +31,9 @@ from recsys_kit.refit import RefitOptions
 from recsys_kit.data import Dataset
 from recsys_kit.errors import DataError
 from recsys_kit.holdout import assign_folds, derive_seed, folds_fingerprint
+from recsys_kit.preflight import check_evaluable, check_folds
 from recsys_kit.search_space import SearchSpace, default_search_path, load_search_space
+from recsys_kit.tune_storage import _first_line, open_storage, open_study
 
 __all__ = ["TuneOptions", "TuneResult", "run_tune", "summarize", "default_study_name", "SearchSpace",
            "default_search_path", "load_search_space"]
@@ -74,52 +75,12 @@ def default_study_name(config_path: Path | None, model_name: str) -> str:
     return f"tune-{Path(config_path).stem if config_path else model_name}"
 
 
-def _storage(options: TuneOptions, study_dir: Path, on_stale):
-    if options.storage is None or "://" not in options.storage:
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        path = Path(options.storage) if options.storage else study_dir / "journal.log"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path))), str(path)
-    import sqlalchemy.exc
-
-    url = _with_driver(options.storage)
-    for attempt in range(5):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat
-                storage = optuna.storages.RDBStorage(
-                    url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=options.heartbeat_interval,
-                    grace_period=options.grace_period, heartbeat_stale_trial_callback=on_stale)
-            return storage, _masked(url)
-        except Exception as err:  # sqlalchemy / driver errors: a bad URL or an unreachable server
-            racing = isinstance(err, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError))
-            if racing and attempt < 4:  # workers starting together on an empty database race to create tables
-                time.sleep(0.5 + attempt)
-                continue
-            raise DataError(f"--storage {_masked(url)}: cannot open ({type(err).__name__}: "
-                            f"{str(err).splitlines()[0]}); check the URL, server and credentials") from None
-
-
-def _with_driver(url: str) -> str:
-    """`postgresql://` means SQLAlchemy's default driver (psycopg 3 since 2.1); use whichever is installed."""
-    scheme, _, rest = url.partition("://")
-    if scheme not in ("postgresql", "postgres"):
-        return url
-    import importlib.util
-
-    import sqlalchemy.dialects.postgresql as pg
-
-    drivers = [pg.dialect.driver] + [d for d in ("psycopg", "psycopg2") if d != pg.dialect.driver]
-    for driver in drivers:
-        if importlib.util.find_spec(driver) is not None:
-            return f"postgresql+{driver}://{rest}"
-    raise DataError(f"--storage {_masked(url)}: no PostgreSQL driver installed; "
-                    f"pip install psycopg2-binary (or 'psycopg[binary]')")
-
-
-def _masked(url: str) -> str:
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+def check_tune_options(trials: int, pruner_startup: int = 0, pruner_warmup: int = 0) -> None:
+    if trials < 1:
+        raise DataError(f"--trials {trials}: the study needs at least 1 trial")
+    for option, value in (("--pruner-startup", pruner_startup), ("--pruner-warmup", pruner_warmup)):
+        if value < 0:
+            raise DataError(f"{option} {value}: must be >= 0")
 
 
 def _publish(path: Path, write: Callable[[Path], None]) -> None:
@@ -139,7 +100,14 @@ def _study_folds(study_dir: Path, dataset: Dataset, k: int, seed: int) -> np.nda
                 np.save(handle, folds)
 
         _publish(path, save)
-    folds = np.load(path)
+    try:
+        folds = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise DataError(f"{path}: not a fold assignment ({_first_line(err)}); the study directory is damaged, "
+                        f"pass another --study") from None
+    if folds.ndim != 1 or folds.dtype.kind not in "iu" or len(folds) == 0:
+        raise DataError(f"{path}: not a fold assignment ({folds.dtype} {folds.shape}); the study directory is "
+                        f"damaged, pass another --study")
     if len(folds) != dataset.n_users or int(folds.max()) + 1 != k:
         raise DataError(f"{path}: {int(folds.max()) + 1} folds over {len(folds)} users, but this run asks "
                         f"for {k} folds over {dataset.n_users} users; use the study's --folds and --data "
@@ -164,7 +132,10 @@ def _check_study(study: optuna.Study, identity: dict, search: dict, emit) -> Non
     if differ:
         raise DataError(f"study {study.study_name!r} was started with a different {', '.join(differ)}; "
                         f"rerun with the study's --data/--config/--folds/--seed or pass another --study")
-    if study.user_attrs.get("search_space") != json.loads(json.dumps(search)):
+    stored_search = study.user_attrs.get("search_space")
+    if stored_search is None:  # a worker started at the same moment set the identity but not yet this
+        study.set_user_attr("search_space", search)
+    elif stored_search != json.loads(json.dumps(search)):
         emit("note", message="the search space differs from the one this study started with; "
                              "new trials use the new one")
 
@@ -195,7 +166,9 @@ def _worker_attrs() -> dict:
 
 def _is_dead(trial: FrozenTrial, grace_period: int) -> bool:
     attrs = trial.user_attrs
-    if "host" not in attrs:  # killed between ask and tagging: a moment, so give it the grace period
+    # Tagged one attribute at a time: another worker may read between host and pid, and a worker
+    # killed between ask and tagging leaves none. A moment either way: give it the grace period.
+    if not {"host", "pid", "pid_token"} <= attrs.keys():
         started = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
         return time.time() - started > grace_period
     if attrs["host"] != socket.gethostname():
@@ -204,7 +177,7 @@ def _is_dead(trial: FrozenTrial, grace_period: int) -> bool:
     return token is None or (token != "alive" and token != attrs.get("pid_token"))
 
 
-def _requeue(study: optuna.Study, trial: FrozenTrial, already_failed: bool, emit) -> None:
+def _requeue(study: optuna.Study, trial: FrozenTrial, already_failed: bool, emit, study_dir: Path) -> None:
     """Fail a dead worker's trial (once, whoever gets there first) and re-run its parameters."""
     if not already_failed:
         try:
@@ -212,22 +185,29 @@ def _requeue(study: optuna.Study, trial: FrozenTrial, already_failed: bool, emit
         except (UpdateFinishedTrialError, ValueError, RuntimeError):
             return  # another worker got there first and re-queued it
     study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-    _drop_scores(trial.user_attrs.get("run_dir"))
+    _drop_scores(trial.user_attrs.get("run_dir"), study_dir)
     emit("requeued", number=trial.number, params=trial.params)
 
 
-def _requeue_dead(study: optuna.Study, grace_period: int, emit) -> None:
+def _requeue_dead(study: optuna.Study, grace_period: int, emit, study_dir: Path) -> None:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if _is_dead(trial, grace_period):
-            _requeue(study, trial, False, emit)
+            _requeue(study, trial, False, emit, study_dir)
 
 
-def _drop_scores(run_dir: str | None) -> None:
-    if not run_dir or not Path(run_dir).exists():
+def _drop_scores(run_dir: str | None, study_dir: Path) -> None:
+    """Delete a trial's score matrices, only ever inside this study's own trials/ directory: the
+    run_dir comes from the shared storage, where another host or a stale record may have put any path."""
+    if not run_dir:
+        return
+    trials_dir = (Path(study_dir) / "trials").resolve()
+    run_dir = Path(run_dir).resolve()
+    if run_dir.parent != trials_dir or not run_dir.is_dir():
         return
     for name in SCORE_FILES:
-        for path in (Path(run_dir) / name, Path(run_dir) / f"{name}.tmp"):
-            path.unlink(missing_ok=True)
+        for path in (run_dir / name, run_dir / f"{name}.tmp"):
+            if path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
 
 
 class _Surplus(Exception):
@@ -258,30 +238,30 @@ def run_tune(dataset: Dataset, base: RunConfig, space: SearchSpace, options: Tun
         if on_event is not None:
             on_event({"kind": kind, **payload})
 
-    if options.trials < 1:
-        raise DataError(f"--trials must be at least 1, got {options.trials}")
+    check_tune_options(options.trials, options.pruner_startup, options.pruner_warmup)
     name = options.study or default_study_name(config_path, base.model_name)
-    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*", name):
-        raise DataError(f"--study {name!r}: use letters, digits, '.', '_' and '-' (it names a directory)")
+    runs.check_run_name(name, "--study")
+    runs.check_output_dir(runs_dir, "--runs-dir")
+    check_folds(options.folds, dataset.n_users)
+    check_evaluable(dataset, base, assign_folds(dataset.n_users, options.folds, base.seed))
     study_dir = Path(runs_dir) / name
+
+    def on_stale(study, trial):  # RDB heartbeat: optuna has already marked the trial FAIL
+        _requeue(study, trial, True, emit, study_dir)
+
+    # A database storage opens before the study directory exists: a bad URL leaves nothing behind.
+    storage, where = open_storage(options.storage, study_dir, options.heartbeat_interval, options.grace_period,
+                                  on_stale)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=options.pruner_startup,
+                                         n_warmup_steps=options.pruner_warmup)
+    study = open_study(storage, where, name, pruner, _sampler(base.seed, 0))
     study_dir.mkdir(parents=True, exist_ok=True)  # the one directory reused on purpose: resuming
     folds = _study_folds(study_dir, dataset, options.folds, base.seed)
     identity = {"model": base.model_name, "seed": base.seed, "folds": options.folds,
                 "data": dataset.fingerprint(), "folds_fingerprint": folds_fingerprint(folds),
                 "config": base.to_dict()}
-
-    def on_stale(study, trial):  # RDB heartbeat: optuna has already marked the trial FAIL
-        _requeue(study, trial, True, emit)
-
-    storage, where = _storage(options, study_dir, on_stale)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=options.pruner_startup,
-                                         n_warmup_steps=options.pruner_warmup)
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", pruner=pruner,
-                                sampler=_sampler(base.seed, 0), load_if_exists=True)
-    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
-        raise DataError(f"study {name!r} in {where} does not maximise; pass another --study")
     _check_study(study, identity, space.describe(), emit)
-    _requeue_dead(study, options.grace_period, emit)
+    _requeue_dead(study, options.grace_period, emit, study_dir)
     emit("study", name=name, study_dir=str(study_dir), storage=where, done=_count(study, FINISHED),
          total=options.trials, resumed=len(study.trials) > 0, best=_best_value(study))
 
@@ -322,7 +302,7 @@ def run_tune(dataset: Dataset, base: RunConfig, space: SearchSpace, options: Tun
                           refit=RefitOptions(mode="none", lb_estimate=False))  # a trial needs OOF alone
         finally:
             if not options.keep_scores:
-                _drop_scores(run_dir[0] if run_dir else None)
+                _drop_scores(run_dir[0] if run_dir else None, study_dir)
         metrics = runs.read_json(path / "metrics.json")
         trial.set_user_attr("recall_std", metrics["recall@10"]["std"])
         trial.set_user_attr("ndcg", metrics["ndcg@10"]["mean"])
@@ -338,7 +318,7 @@ def run_tune(dataset: Dataset, base: RunConfig, space: SearchSpace, options: Tun
             raise
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-        _requeue_dead(study, options.grace_period, emit)
+        _requeue_dead(study, options.grace_period, emit, study_dir)
         if not trial.user_attrs.get("surplus"):
             emit("trial_end", number=trial.number, state=trial.state.name, value=trial.value,
                  best=_best_value(study), done=_count(study, FINISHED), total=options.trials)

@@ -1,5 +1,7 @@
 """`kit tune`: search files, a pruned study whose best config `kit cv` takes, and many workers
-(journal file and PostgreSQL) sharing one study, including a worker killed mid-trial."""
+(journal file, sqlite and PostgreSQL) sharing one study, including workers started at the same
+moment on a new storage and a worker killed mid-trial."""
+import contextlib
 import json
 import os
 import signal
@@ -18,7 +20,8 @@ from cli.main import app
 from recsys_kit.config import from_dict, load_config
 from recsys_kit.errors import DataError
 from recsys_kit.synth import make_synthetic
-from recsys_kit.tune import _check_study, _with_driver, load_search_space
+from recsys_kit.tune import _check_study, load_search_space
+from recsys_kit.tune_storage import _with_driver
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -119,6 +122,11 @@ def write(tmp_path, text):
     ('model = "ease"\n[params]\n"model.l2" = { type = "float", low = 1, high = 9 }', ["ease", "--search"]),
     ('[param]\n"train.lr" = { type = "float", low = 0.1, high = 0.2 }', ["param", "[params]"]),
     ('[params]\nseed = { type = "int", low = 1, high = 9 }', ["'seed'", "model, train or holdout"]),
+    # Ranges a config refuses: a bound alone, or bounds only together (the corners are probed).
+    ('[params]\n"model.dropout" = { type = "float", low = 0.1, high = 1.0 }', ["model.dropout", "[0, 1)"]),
+    ('[params]\n"train.epochs" = { type = "int", low = 0, high = 10 }', ["train.epochs", ">= 1"]),
+    ('[params]\n"holdout.n_last" = { type = "int", low = 0, high = 2 }\n'
+     '"holdout.n_random" = { type = "int", low = 0, high = 3 }', ["together", "n_last + n_random"]),
 ])
 def test_bad_search_file_names_file_parameter_and_fix(tmp_path, text, words):
     base = from_dict({"model": {"name": "multidae"}})
@@ -155,6 +163,24 @@ def test_shipped_search_files_fit_their_models():
     keys = [p.key for p in load_search_space(files["multidae"], from_dict({})).params]
     assert {"model.dropout", "model.hidden_dims[-1]", "model.hidden_dims[0]", "train.lr",
             "train.weight_decay", "train.epochs"} <= set(keys)
+
+
+def test_dropping_trial_scores_never_leaves_the_study_directory(tmp_path):
+    from recsys_kit.tune import _drop_scores
+
+    study_dir = tmp_path / "runs" / "study"
+    inside, outside = study_dir / "trials" / "trial-0000", tmp_path / "elsewhere" / "trial-0000"
+    for run_dir in (inside, outside):
+        run_dir.mkdir(parents=True)
+        for name in ("oof_scores.npy", "test_scores.npy", "metrics.json"):
+            (run_dir / name).write_text("x")
+    # A run_dir read from a shared storage may point anywhere: another host's path, a stale record.
+    for stored in (outside, tmp_path / "runs" / "study" / "trials" / ".." / ".." / ".." / "elsewhere" / "trial-0000",
+                   study_dir, tmp_path):
+        _drop_scores(str(stored), study_dir)
+    assert sorted(p.name for p in outside.iterdir()) == ["metrics.json", "oof_scores.npy", "test_scores.npy"]
+    _drop_scores(str(inside), study_dir)
+    assert [p.name for p in inside.iterdir()] == ["metrics.json"]
 
 
 # ----------------------------------------------------------------------------- one worker
@@ -251,6 +277,72 @@ def test_two_workers_share_a_postgres_study(setup):
             optuna.delete_study(study_name=name, storage=_with_driver(url))
         except KeyError:
             pass
+
+
+# Opens the study as `kit tune` does, at a given moment: started together on a new storage, every
+# worker races to create the same tables, version rows and study row.
+OPEN_AT = """
+import sys, time
+from recsys_kit.tune_storage import open_storage, open_study
+url, study, moment = sys.argv[1], sys.argv[2], float(sys.argv[3])
+time.sleep(max(0.0, moment - time.time()))
+storage, where = open_storage(url, None, 60, 180, None)
+assert open_study(storage, where, study, None, None).study_name == study
+"""
+
+
+def open_together(url: str, study: str, workers: int = 4) -> None:
+    moment = time.time() + 4  # every process has imported optuna by then (1.5 s each on 2 busy cores)
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT, url, study, str(moment)], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(workers)]
+    outputs = [proc.communicate(timeout=120)[0].decode() for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * workers, "\n".join(outputs)[-3000:]
+
+
+def test_workers_started_together_on_a_new_sqlite_storage_all_run(setup, tmp_path):
+    # Four workers on a fresh database file: without the retries about two workers in three failed
+    # with `table studies already exists` or a duplicate alembic version row.
+    open_together(f"sqlite:///{tmp_path / 'new.db'}", "together")
+    # The command itself: two `kit tune` workers started together on a new sqlite file both finish.
+    url = f"sqlite:///{tmp_path / 'pair.db'}"
+    procs = [worker(setup, 3, "sqlite-pair", "--storage", url, log=f"sqlite-{i}") for i in range(2)]
+    for i, proc in enumerate(procs):
+        finish(proc, setup, f"sqlite-{i}")
+    assert_complete(optuna.load_study(study_name="sqlite-pair", storage=url), 3)
+
+
+@contextlib.contextmanager
+def new_postgres_schema(url: str):
+    """A new, empty storage on the CI server: a schema of its own, first on the search path."""
+    import sqlalchemy
+
+    schema = f"rk_{uuid.uuid4().hex[:10]}"
+    engine = sqlalchemy.create_engine(_with_driver(url))
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text(f"DROP SCHEMA {schema} CASCADE"))
+        engine.dispose()
+
+
+def test_workers_started_together_on_a_new_postgres_storage_all_run(setup):
+    url = postgres_url()
+    with new_postgres_schema(url) as fresh:
+        open_together(fresh, "together")
+    with new_postgres_schema(url) as fresh:
+        procs = [worker(setup, 3, "pg-new-pair", "--storage", fresh, log=f"pg-new-{i}") for i in range(2)]
+        try:
+            for i, proc in enumerate(procs):
+                finish(proc, setup, f"pg-new-{i}")
+            storage = optuna.storages.RDBStorage(_with_driver(fresh))
+            assert_complete(optuna.load_study(study_name="pg-new-pair", storage=storage), 3)
+            storage.engine.dispose()
+        finally:
+            for proc in procs:
+                proc.kill()
 
 
 def wait_mid_trial(proc, root: Path, study: str, log: str, after: int) -> int:

@@ -1,4 +1,5 @@
 """Model registry: name -> Recommender class (each class carries its Config dataclass)."""
+from recsys_kit.config import register_model_configs
 from recsys_kit.models.base import Recommender
 from recsys_kit.models.ease import EASE
 from recsys_kit.models.multidae import MultiDAE
@@ -18,3 +19,5 @@ REGISTRY: dict[str, type[Recommender]] = {
 def build_model(config, seed: int, device: str) -> Recommender:
     """A fresh model from a RunConfig, seeded per fold by the caller."""
     return REGISTRY[config.model_name](config.model, config.train, seed=seed, device=device)
+# config.py builds [model] from these; it does not import the models (they import config).
+register_model_configs({name: model.Config for name, model in REGISTRY.items()})

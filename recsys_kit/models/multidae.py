@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from recsys_kit.config import check_fraction, check_widths
 from recsys_kit.models.autoencoder import TorchRecommender
 from recsys_kit.train import SparseBatch, SparseInput, multinomial_nll
 
@@ -15,6 +16,10 @@ class MultiDAEConfig:
     name: str = "multidae"
     hidden_dims: tuple[int, ...] = (600, 200)  # encoder widths; the last is the bottleneck
     dropout: float = 0.5  # input dropout: the denoising
+
+    def __post_init__(self):
+        check_widths("model", "hidden_dims", self.hidden_dims)
+        check_fraction("model", "dropout", self.dropout)  # 1 would zero every input: NaN scores
 
 
 class MultiDAENet(nn.Module):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from recsys_kit.config import check_at_least, check_fraction, check_widths
 from recsys_kit.errors import DataError
 from recsys_kit.features import SIDE_GROUPS, build_item_features, split_side_input
 from recsys_kit.models.autoencoder import TorchRecommender
@@ -33,11 +34,10 @@ class MultiDAESideConfig:
         unknown = [g for g in self.side_groups if g not in SIDE_GROUPS]
         if unknown:
             raise DataError(f"[model] side_groups: unknown group(s) {unknown}; choose from {list(SIDE_GROUPS)}")
-        if not self.hidden_dims or min(self.hidden_dims) < 1:
-            raise DataError(f"[model] hidden_dims must list positive widths, got {list(self.hidden_dims)}")
+        check_widths("model", "hidden_dims", self.hidden_dims)
+        check_fraction("model", "dropout", self.dropout)
         for key in ("side_dim", "title_dim", "year_bucket", "min_count"):
-            if getattr(self, key) < 1:
-                raise DataError(f"[model] {key} must be >= 1, got {getattr(self, key)}")
+            check_at_least("model", key, getattr(self, key), 1)
 
 
 class MultiDAESideNet(MultiDAENet):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from recsys_kit.config import check_at_least, check_fraction, check_widths
 from recsys_kit.errors import DataError
 from recsys_kit.models.autoencoder import TorchRecommender
 from recsys_kit.models.multidae import MultiDAENet
@@ -26,11 +27,12 @@ class MultiVAEConfig:
     anneal_epochs: int = 20  # epochs over which beta rises linearly from 0 to kl_cap
 
     def __post_init__(self):
-        if not self.hidden_dims or min(self.hidden_dims) < 1:
-            raise DataError(f"[model] hidden_dims must list positive widths, got {list(self.hidden_dims)}")
-        if self.kl_cap < 0 or self.anneal_epochs < 0:
-            raise DataError(f"[model] kl_cap and anneal_epochs must be >= 0, "
-                            f"got {self.kl_cap}, {self.anneal_epochs}")
+        check_widths("model", "hidden_dims", self.hidden_dims)
+        check_fraction("model", "dropout", self.dropout)
+        check_at_least("model", "kl_cap", self.kl_cap, 0)
+        if self.kl_cap == float("inf"):
+            raise DataError(f"[model] kl_cap must be finite, got {self.kl_cap}")
+        check_at_least("model", "anneal_epochs", self.anneal_epochs, 0)
 
 
 def kl_weight(progress: float, kl_cap: float, anneal_epochs: int) -> float:
