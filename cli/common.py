@@ -71,3 +71,22 @@ def lb_line(metrics: dict) -> str:
         return f", no leaderboard estimate ({estimate['reason']})" if "reason" in estimate else ""
     low, high = estimate["interval90"]
     return f", leaderboard estimate {estimate['recall@10']:.4f} [{low:.4f}, {high:.4f}]"
+
+
+def target_kind_line(metrics: dict) -> str:
+    """'Recall@10 on the last item x, on the random picks y' from metrics.json "by_target"."""
+    by_target = metrics.get("by_target") or {}
+    parts = [f"on the {label} {number(by_target[kind]['recall@10'])}" for kind, label in
+             (("last", "time-tail item"), ("random", "random earlier picks")) if kind in by_target]
+    return ("Recall@10 " + ", ".join(parts)) if parts else ""
+
+
+def time_filter_line(metrics: dict) -> str:
+    """What the time-consistency filter's fitted margin would do, from metrics.json "time_filter"."""
+    fitted = metrics.get("time_filter")
+    if not fitted:
+        return ""
+    if fitted.get("margin") is None:
+        return f"; time filter: off ({fitted.get('reason') or 'no margin raised OOF Recall@10'})"
+    return (f"; time filter: margin {fitted['margin']:g} takes OOF Recall@10 {fitted['recall@10_off']:.4f} -> "
+            f"{fitted['recall@10']:.4f} (apply with kit submit --time-filter)")

@@ -5,7 +5,8 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cli.common import console, exit_on_bad_input, lb_line, mean_std, metrics_table
+from cli.common import (console, exit_on_bad_input, lb_line, mean_std, metrics_table, target_kind_line,
+                        time_filter_line)
 from recsys_kit import runs
 from recsys_kit.config import load_config
 from recsys_kit.cv import run_cv
@@ -78,14 +79,21 @@ def cv(
                 elif kind == "fold_end":
                     progress.update(folds_task, advance=1,
                                     info=f"fold {event['fold'] + 1} R@10 {event['recall@10']:.4f}")
-                elif kind == "start" and event["users_without_target"]:
-                    console.print(f"{event['users_without_target']:,} users have too few items for a "
-                                  f"target and are left out of the metrics")
+                elif kind == "start":
+                    if event["resumed_folds"]:
+                        done = len(event["resumed_folds"])
+                        console.print(f"continuing the unfinished run {event['run_dir']}: {done} of "
+                                      f"{event['folds']} folds were done before it stopped")
+                        progress.update(folds_task, completed=done)
+                    if event["users_without_target"]:
+                        console.print(f"{event['users_without_target']:,} users have too few items for a "
+                                      f"target and are left out of the metrics")
 
             run_dir = run_cv(dataset, run_config, folds, runs_dir, name=name, device=device, on_event=on_event,
                              refit=refit_options)
     metrics = runs.read_json(run_dir / "metrics.json")
     console.print(metrics_table(metrics, title=f"{run_dir.name}: out-of-fold metrics"))
+    console.print(target_kind_line(metrics) + time_filter_line(metrics))
     console.print(f"OOF Recall@10 {mean_std(metrics['recall@10'])}{lb_line(metrics)}  "
                   f"({metrics['wall_seconds']:.0f} s)")
     typer.echo(str(run_dir))

@@ -7,8 +7,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cli.common import console, exit_on_bad_input, lb_line, metrics_table
+from recsys_kit.runs import check_output_dir, check_run_name
 from recsys_kit.blend_methods import NORMALIZERS
-from recsys_kit.ensemble import DEFAULT_NORMALIZE, EnsembleOptions, run_ensemble
+from recsys_kit.ensemble import DEFAULT_NORMALIZE, EnsembleOptions, check_compatible, run_ensemble
 from recsys_kit.runs import read_json
 
 STAGES = {"cache": "caching candidates", "fit": "fitting weights", "check": "checking the gain on half B",
@@ -29,9 +30,9 @@ def ensemble(
                                              "vote: top-N hard voting | mean: equal weights")] = "fit",
     normalize: Annotated[str, typer.Option(help=NORMALIZE_HELP)] = DEFAULT_NORMALIZE,
     seed: Annotated[int, typer.Option(help="Base seed of the half split and the fitting sample")] = 0,
-    top_n: Annotated[int, typer.Option(min=1, help="vote: each member's top-N items get a vote")] = 10,
+    top_n: Annotated[int, typer.Option(help="vote: each member's top-N items get a vote")] = 10,
     rank_weighted: Annotated[bool, typer.Option(help="vote: weight a vote by its position in the top-N")] = False,
-    bags: Annotated[int, typer.Option(min=1, help="fit, slots: average the weights of this many bootstrap "
+    bags: Annotated[int, typer.Option(help="fit, slots: average the weights of this many bootstrap "
                                                   "fits")] = 8,
     fallback: Annotated[bool, typer.Option(help="fit, slots: submit the best member alone when the blend's "
                                                 "held-out gain is not clear of zero")] = True,
@@ -40,6 +41,11 @@ def ensemble(
     with exit_on_bad_input():
         options = EnsembleOptions(method=method, normalize=normalize, seed=seed, top_n=top_n,
                                   rank_weighted=rank_weighted, bags=bags, fallback=fallback)
+        # Everything that can be checked is checked before a progress bar is drawn.
+        if name is not None:
+            check_run_name(name)
+        check_output_dir(runs_dir, "--runs-dir")
+        check_compatible(runs)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console) as progress:
             tasks: dict[str, int] = {}

@@ -4,6 +4,7 @@ import typer
 from cli.convert import convert
 from cli.cv import cv
 from cli.ensemble import ensemble
+from cli.runs import runs
 from cli.submit import submit, validate
 from cli.synth import synth
 from cli.tune import tune
@@ -17,6 +18,7 @@ app.command()(tune)
 app.command()(ensemble)
 app.command()(submit)
 app.command()(validate)
+app.command()(runs)
 
 if __name__ == "__main__":
     app()

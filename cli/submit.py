@@ -12,13 +12,16 @@ def submit(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by kit cv or kit ensemble")],
     out: Annotated[Optional[Path], typer.Option(help="CSV to write (default submissions/<run>.csv)")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing CSV")] = False,
+    time_filter: Annotated[bool, typer.Option(help="Push items first seen after a user's last interaction "
+                                                   "(plus the margin fitted on OOF) below the others")] = False,
 ):
     """Write the top-10 unseen items per user from the run's test scores."""
     with exit_on_bad_input():
         out = out or Path("submissions") / f"{run_dir.name}.csv"
         with console.status("ranking"):
-            summary = write_submission(run_dir, out, force=force)
-    console.print(f"wrote {summary['rows']:,} rows for {summary['users']:,} users")
+            summary = write_submission(run_dir, out, force=force, time_filter=time_filter)
+    console.print(f"wrote {summary['rows']:,} rows for {summary['users']:,} users"
+                  + (f"; time filter {summary['time_filter']}" if summary["time_filter"] else ""))
     typer.echo(summary["path"])
 
 

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from recsys_kit import runs
+from recsys_kit import runs, time_filter
 from recsys_kit.config import RunConfig
 from recsys_kit.data import Dataset
 from recsys_kit.holdout import assign_folds, contest_holdout, derive_seed, folds_fingerprint
@@ -163,11 +163,17 @@ def _run_folds_and_refit(dataset, config, holdout, fold_of_user, handle, data_in
         if on_fold_end is not None:
             on_fold_end(fold, float(np.mean([r["recall@10"] for r in fold_records])))
 
+    if refit.mode != "none":  # a submission will come of it: fit the time-consistency filter's margin
+        has_times = time_filter.save_times(run_dir / time_filter.FILE, holdout_inputs(holdout), public)
+        time_report = time_filter.margin_report(oof_scores, holdout.target,
+                                                time_filter.load_times(run_dir) if has_times else None)
     runs.finish_scores(run_dir / "oof_scores.npy", oof_scores)
     if fold_mean is not None:
         runs.finish_scores(run_dir / fold_mean_file, fold_mean)
     metrics = build_metrics(recall, ndcg, activity, fold_of_user, has_target)
     metrics["by_target"] = by_target_kind(recall_by_kind)
+    if refit.mode != "none":
+        metrics["time_filter"] = time_report
     epochs, epochs_from = refit_epochs(fold_records, config)
 
     def notify(kind, **payload):

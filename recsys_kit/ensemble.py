@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from recsys_kit import runs
+from recsys_kit import runs, time_filter
 from recsys_kit.blend_methods import METHODS, NORMALIZERS, Blend, as_blends, normalize
 from recsys_kit.blend_weights import K, CandidateCache, choose_blend
 from recsys_kit.errors import DataError
@@ -58,13 +58,13 @@ class EnsembleOptions:
 
     def check(self) -> None:
         if self.method not in METHODS:
-            raise DataError(f"unknown ensemble method {self.method!r}; choose one of {', '.join(METHODS)}")
+            raise DataError(f"--method {self.method!r}: unknown; choose one of {', '.join(METHODS)}")
         if self.normalize not in NORMALIZERS:
-            raise DataError(f"unknown normalisation {self.normalize!r}; choose one of "
+            raise DataError(f"--normalize {self.normalize!r}: unknown; choose one of "
                             f"{', '.join(NORMALIZERS)}")
         for name in ("top_n", "candidates", "fit_users", "chunk", "bags", "bootstrap"):
             if getattr(self, name) < 1:
-                raise DataError(f"ensemble option {name} must be >= 1, got {getattr(self, name)}")
+                raise DataError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not self.steps or not all(0 < s <= 1 for s in self.steps):
             raise DataError(f"ensemble steps must lie in (0, 1], got {list(self.steps)}")
 
@@ -88,7 +88,7 @@ def _notify(on_event: EventCallback | None, kind: str, **payload) -> None:
 def _load(path: Path):
     if not path.exists():
         raise DataError(f"{path}: missing; {path.parent} is not a complete run directory (rerun `kit cv`)")
-    return runs.read_json(path) if path.suffix == ".json" else np.load(path)
+    return runs.read_json(path) if path.suffix == ".json" else runs.load_ids(path.parent, path.name)
 
 
 def _rows(run_dir: Path, name: str, index) -> np.ndarray:
@@ -293,9 +293,9 @@ def run_ensemble(run_dirs, runs_dir: Path, name: str | None = None, options: Ens
     options.check()
     members = check_compatible(run_dirs)
     first = members[0].path
-    target = sp.load_npz(first / "holdout_target.npz").tocsr()
-    activity = np.diff(sp.load_npz(first / "holdout_input.npz").tocsr().indptr)
-    fold_of_user = np.load(first / "folds.npy")
+    target = runs.load_sparse(first, "holdout_target.npz")
+    activity = np.diff(runs.load_sparse(first, "holdout_input.npz").indptr)
+    fold_of_user = runs.load_ids(first, "folds.npy")
     n_users, n_members = target.shape[0], len(members)
     has_target = np.diff(target.indptr) > 0
     half_b = split_halves(n_users, options.seed)
@@ -337,7 +337,7 @@ def run_ensemble(run_dirs, runs_dir: Path, name: str | None = None, options: Ens
     # Not runs.environment(): it imports torch (~0.3 GB resident) to name a device a blend never uses.
     runs.write_json(run_dir / "environment.json", {"python": platform.python_version(), "numpy": np.__version__,
                                                    "platform": platform.platform(), "argv": sys.argv})
-    for file_name in COPIED:
+    for file_name in COPIED + ((time_filter.FILE,) if (first / time_filter.FILE).exists() else ()):
         tmp = run_dir / (file_name + ".tmp")
         shutil.copyfile(first / file_name, tmp)
         os.replace(tmp, run_dir / file_name)
@@ -372,6 +372,8 @@ def run_ensemble(run_dirs, runs_dir: Path, name: str | None = None, options: Ens
                          "note": f"{method.fitted} fitted on half A of the users, scored on half B" if
                          method.fit is not None else "no fitting: the same blend, scored on half B"}})
     metrics["recall@10"]["lb_estimate"] = estimate.get("recall@10")
+    metrics["time_filter"] = time_filter.margin_report(runs.load_scores(run_dir, "oof_scores.npy"), target,
+                                                       time_filter.load_times(run_dir))
     runs.write_json(run_dir / "metrics.json", metrics)  # last: its presence marks a finished run
     _notify(on_event, "end", run_dir=str(run_dir), metrics=metrics)
     return run_dir

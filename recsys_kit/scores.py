@@ -26,11 +26,15 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
-def top_k_chunked(scores: np.ndarray, k: int, chunk: int = 4096) -> np.ndarray:
-    """top_k over a (possibly memory-mapped) matrix, one user chunk at a time."""
+def top_k_chunked(scores: np.ndarray, k: int, chunk: int = 4096, transform=None) -> np.ndarray:
+    """top_k over a (possibly memory-mapped) matrix, one user chunk at a time; `transform(block,
+    users)` may rewrite each chunk's rows first (e.g. the time-consistency filter)."""
     out = np.empty((scores.shape[0], min(k, scores.shape[1])), dtype=np.int64)
     for start in range(0, scores.shape[0], chunk):
-        out[start:start + chunk] = top_k(np.asarray(scores[start:start + chunk], dtype=np.float32), k)
+        block = np.asarray(scores[start:start + chunk], dtype=np.float32)
+        if transform is not None:
+            block = transform(block, np.arange(start, start + len(block)))
+        out[start:start + chunk] = top_k(block, k)
     return out
 
 

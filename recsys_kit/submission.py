@@ -26,8 +26,10 @@ def check_submission_path(out: Path, force: bool = False) -> None:
         raise DataError(f"{out}: already exists; pass another --out or --force to replace it")
 
 
-def write_submission(run_dir: Path, out: Path, k: int = K, force: bool = False) -> dict:
-    """The run's test scores -> `user,item` CSV, users ascending, k unseen items each."""
+def write_submission(run_dir: Path, out: Path, k: int = K, force: bool = False, time_filter: bool = False) -> dict:
+    """The run's test scores -> `user,item` CSV, users ascending, k unseen items each. With
+    `time_filter`, items first seen after a user's last time plus the run's fitted margin go below
+    the others (recsys_kit.time_filter); the summary says what was applied."""
     run_dir, out = Path(run_dir), Path(out)
     check_submission_path(out, force)
     if not run_dir.is_dir():
@@ -41,7 +43,8 @@ def write_submission(run_dir: Path, out: Path, k: int = K, force: bool = False) 
         more = f" and {len(broken) - 5} more" if len(broken) > 5 else ""
         raise DataError(f"{run_dir / 'test_scores.npy'}: NaN or +inf scores for user(s) {shown}{more}; the "
                         f"model diverged (try a lower train.lr), rerun `kit cv`")
-    best = top_k_chunked(scores, k)
+    transform, applied = _time_filter(run_dir) if time_filter else (None, None)
+    best = top_k_chunked(scores, k, transform=transform)
     # A user with fewer than k unseen items cannot be filled: say who, instead of writing junk.
     short = _users_with_masked_picks(scores, best)
     if len(short):
@@ -58,7 +61,25 @@ def write_submission(run_dir: Path, out: Path, k: int = K, force: bool = False) 
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise os_error(out, err, "pass a writable --out") from None
-    return {"path": str(out), "users": len(user_ids), "rows": len(frame)}
+    return {"path": str(out), "users": len(user_ids), "rows": len(frame), "time_filter": applied}
+
+
+def _time_filter(run_dir: Path):
+    """(chunk transform or None, what is applied) from the run's fitted margin."""
+    from recsys_kit import time_filter
+
+    fitted = runs.read_json(run_dir / "metrics.json").get("time_filter")
+    if not fitted:
+        raise DataError(f"{run_dir}: no fitted time-filter margin (a run made with --refit none, or before "
+                        f"the filter existed); rerun `kit cv` or drop --time-filter")
+    if fitted.get("margin") is None:
+        return None, f"off: {fitted.get('reason') or 'it did not raise OOF Recall@10'}"
+    times = time_filter.load_times(run_dir)
+    if times is None:
+        raise DataError(f"{run_dir / time_filter.FILE}: missing; rerun `kit cv` or drop --time-filter")
+    margin = float(fitted["margin"])
+    return ((lambda block, users: time_filter.apply_to_test(block, users, times, margin)),
+            f"margin {margin:g} (OOF Recall@10 {fitted['recall@10_off']:.4f} -> {fitted['recall@10']:.4f})")
 
 
 def _users_with_masked_picks(scores, best: np.ndarray, chunk: int = 4096) -> np.ndarray:

@@ -10,15 +10,58 @@ gives in full; a user's last time from that user's public rows alone.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import scipy.sparse as sp
 
+from recsys_kit.errors import DataError
 from recsys_kit.metrics import recall_per_user, summarize
 from recsys_kit.scores import top_k
 from recsys_kit.split import Interactions
 
 CHUNK = 4096
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.97)  # of the gaps of candidate items, as margins to try
+
+
+FILE = "time_filter.npz"  # in a run: the first-seen and last times at the OOF level and the contest's
+
+
+def save_times(path, inputs: Interactions, public: Interactions) -> bool:
+    """What a run needs to fit the margin on OOF (every user's holdout inputs) and apply it to the
+    test scores (every public row); False (nothing written) when the log has no times."""
+    if inputs.times is None or public.times is None:
+        return False
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, oof_first_seen=item_first_seen(inputs), oof_last_time=user_last_time(inputs),
+             test_first_seen=item_first_seen(public), test_last_time=user_last_time(public))
+    os.replace(tmp, path)
+    return True
+
+
+def load_times(run_dir) -> dict[str, np.ndarray] | None:
+    """The run's time arrays, or None when it has none (a log without times)."""
+    path = os.path.join(run_dir, FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return {name: np.asarray(arrays[name], dtype=np.float64) for name in arrays.files}
+    except (OSError, ValueError, KeyError) as err:
+        raise DataError(f"{path}: not readable ({err}); the run is damaged, rerun `kit cv`") from None
+
+
+def margin_report(scores, target: sp.csr_matrix, times: dict | None) -> dict:
+    """metrics.json "time_filter": the fitted margin and its OOF gain, or why there is none."""
+    if times is None:
+        return {"margin": None, "reason": "the log has no times: the filter is off"}
+    return fit_margin(scores, target, times["oof_last_time"], times["oof_first_seen"])
+
+
+def apply_to_test(scores: np.ndarray, users: np.ndarray, times: dict, margin: float) -> np.ndarray:
+    """Test score rows of `users` with the filter applied (a copy)."""
+    block = np.array(scores, dtype=np.float32)
+    return push_future(block, times["test_last_time"][users], times["test_first_seen"], margin)
 
 
 def item_first_seen(public: Interactions) -> np.ndarray:

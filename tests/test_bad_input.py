@@ -403,6 +403,24 @@ ENSEMBLE_RUNS = [
     ensemble_damage("data.json", json_text("{"), ["data.json"]),
     ensemble_damage("metrics.json", json_text("not json"), ["metrics.json"]),
     ensemble_damage("user_ids.npy", Path.unlink, ["user_ids.npy"]),
+    ensemble_damage("user_ids.npy", pickled, ["user_ids.npy", "pickled"]),
+    ensemble_damage("folds.npy", garbage, ["folds.npy"]),
+]
+
+
+def ensemble_option(*extra):
+    def build(contest, tmp):
+        good = copy_run(contest, tmp)
+        other = shutil.copytree(good, tmp / "other")
+        return ["ensemble", good, other, "--runs-dir", tmp / "runs", *extra]
+    return pytest.param(build, [extra[0]] if extra[0].startswith("--") else [], id=f"ensemble {' '.join(extra)}")
+
+
+ENSEMBLE_RUNS += [
+    ensemble_option("--name", "a/b"),
+    ensemble_option("--bags", "0"),
+    ensemble_option("--top-n", "0"),
+    ensemble_option("--method", "luck"),
 ]
 
 

@@ -57,3 +57,48 @@ def test_fit_margin_keeps_the_filter_off_when_late_items_are_the_answers():
     scores, target, last_time, first_seen = planted(late_is_target=True)
     fitted = fit_margin(scores, target, last_time, first_seen)
     assert fitted["margin"] is None and fitted["gain"] == 0
+
+
+def release_log(seed=0):
+    """Items 0-4 are released at time 1000 and then taken by every late user; early users (active
+    before 500) never had them. Popularity puts 0-4 first for everyone: the filter should not."""
+    from recsys_kit.data import from_interactions
+
+    rng = np.random.default_rng(seed)
+    users, items, times = [], [], []
+    for user in range(120):
+        late = user % 2 == 0
+        base = 1000.0 if late else 0.0
+        picked = list(rng.choice(np.arange(5, 40), 8, replace=False)) + ([0, 1, 2, 3, 4] if late else [])
+        users += [user] * len(picked)
+        items += picked
+        times += list(base + np.sort(rng.uniform(0, 400, len(picked))))
+    return from_interactions(users, items, times)
+
+
+def test_cv_fits_the_margin_and_submit_applies_it(tmp_path):
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from recsys_kit.config import HoldoutConfig, RunConfig
+    from recsys_kit.cv import run_cv
+    from recsys_kit.models.popularity import PopularityConfig
+    from recsys_kit.refit import RefitOptions
+
+    dataset = release_log()
+    config = RunConfig(model=PopularityConfig(), holdout=HoldoutConfig(n_last=1, n_random=3))
+    run_dir = run_cv(dataset, config, 3, tmp_path, name="pop", refit=RefitOptions(lb_estimate=False))
+    import json
+    fitted = json.loads((run_dir / "metrics.json").read_text())["time_filter"]
+    assert fitted["margin"] is not None and fitted["gain"] > 0
+    runner = CliRunner()
+    plain = runner.invoke(app, ["submit", str(run_dir), "--out", str(tmp_path / "plain.csv")])
+    filtered = runner.invoke(app, ["submit", str(run_dir), "--out", str(tmp_path / "filtered.csv"), "--time-filter"])
+    assert plain.exit_code == 0 and filtered.exit_code == 0, filtered.output
+    assert "time filter margin" in filtered.output
+    early = set(dataset.user_ids[1::2].tolist())
+    late_items = {0, 1, 2, 3, 4}
+    plain_rows, filtered_rows = pd.read_csv(tmp_path / "plain.csv"), pd.read_csv(tmp_path / "filtered.csv")
+    assert plain_rows[plain_rows.user.isin(early)].item.isin(late_items).any()
+    assert not filtered_rows[filtered_rows.user.isin(early)].item.isin(late_items).any()
