@@ -66,7 +66,14 @@ def main() -> None:
     args = parser.parse_args()
 
     dataset = load_dataset(args.data)
+    out = args.out or ROOT / "bench" / "results" / f"members-{args.data.name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     rows, run_dirs = [], []
+
+    def save():  # after every run: a run cut short by a time limit keeps what finished
+        out.write_text(json.dumps({"data": str(args.data), "device": args.device, "folds": args.folds,
+                                   "rows": rows}, indent=2) + "\n")
+
     for model in args.models:
         run_dir = args.work / model
         metrics = read_metrics(run_dir)
@@ -82,6 +89,7 @@ def main() -> None:
             print(f"  done in {time.time() - started:.0f} s", flush=True)
         rows.append(member_row(model, metrics))
         run_dirs.append(run_dir)
+        save()
     for method in ("fit", "slots"):
         blend_dir = args.work / f"blend-{method}"
         metrics = read_metrics(blend_dir)
@@ -89,6 +97,7 @@ def main() -> None:
             run_ensemble(run_dirs, args.work, name=f"blend-{method}", options=EnsembleOptions(method=method))
             metrics = read_metrics(blend_dir)
         rows.append(blend_row(method, metrics))
+        save()
 
     ease = next((row["recall"] for row in rows if row["model"] == "ease"), None)
     print(f"\n{args.data.name}: {dataset.n_users:,} users x {dataset.n_items:,} items, {dataset.matrix.nnz:,} "
@@ -106,10 +115,6 @@ def main() -> None:
     for row in rows:
         if "half" in row:
             print(f"{row['model']}: choice {row['choice']}, weights {row['weights']}, slots {row['slots']}")
-    out = args.out or ROOT / "bench" / "results" / f"members-{args.data.name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"data": str(args.data), "device": args.device, "folds": args.folds,
-                               "rows": rows}, indent=2) + "\n")
     print(f"wrote {out}")
 
 

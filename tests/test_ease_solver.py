@@ -54,8 +54,8 @@ def test_refuses_a_fit_larger_than_memory_and_says_what_fits(monkeypatch):
     rows = sp.csr_matrix(np.tril(np.ones((30, 20), dtype=np.float32)))  # item j has 30 - j users
     monkeypatch.setattr(ease_module, "available_bytes", lambda: fit_bytes(12))
     with pytest.raises(DataError, match=r"EASE on 20 items needs .*min_item_users=\d+ keeps 12 items"):
-        EASE(EASEConfig(l2=1.0)).fit(rows)
-    EASE(EASEConfig(l2=1.0, min_item_users=19)).fit(rows)  # the advice, taken, fits
+        EASE(EASEConfig(l2=1.0, precision="float64")).fit(rows)
+    EASE(EASEConfig(l2=1.0, precision="float64", min_item_users=19)).fit(rows)  # the advice, taken, fits
 
 
 def test_min_item_users_fits_the_popular_items_and_scores_the_rest_zero():
@@ -75,3 +75,64 @@ def test_min_item_users_fits_the_popular_items_and_scores_the_rest_zero():
     assert np.all(scores[unseen, 5] == 0)
     with pytest.raises(ValueError, match="min_item_users"):
         EASEConfig(min_item_users=0)
+
+
+def _taste_rows(n_users: int = 600, n_items: int = 300, seed: int = 0) -> sp.csr_matrix:
+    """Users drawn from a few taste clusters over a long-tailed catalogue: EASE has structure to find."""
+    rng = np.random.default_rng(seed)
+    popularity = 1.0 / np.arange(1, n_items + 1) ** 0.7
+    clusters = rng.dirichlet(np.full(n_items, 0.3), size=6) * popularity
+    dense = np.zeros((n_users, n_items), dtype=np.float32)
+    for user in range(n_users):
+        taste = clusters[user % 6] / clusters[user % 6].sum()
+        dense[user, rng.choice(n_items, size=rng.integers(10, 60), replace=False, p=taste)] = 1
+    return sp.csr_matrix(dense)
+
+
+def test_float32_solve_matches_float64s_top10():
+    from recsys_kit.scores import top_k
+
+    rows = _taste_rows()
+    fits = {p: EASE(EASEConfig(l2=50.0, precision=p)).fit(rows[:500]) for p in ("float64", "float32")}
+    assert fits["float64"].summary["solve_precision"] == "float64"
+    assert fits["float32"].summary["solve_precision"] == "float32"
+    assert fits["float32"].weights.dtype == np.float32
+    np.testing.assert_allclose(fits["float32"].weights, fits["float64"].weights, atol=2e-5)
+    best = {p: top_k(model.score(rows[500:]), 10) for p, model in fits.items()}
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(best["float32"], best["float64"])])
+    assert overlap >= 0.99, overlap
+
+
+def test_precision_option_is_checked_and_auto_solves_in_float32():
+    from recsys_kit.models.ease import solve_dtype
+
+    assert EASEConfig().precision == "auto"
+    assert solve_dtype("auto", "cpu") is np.float32 and solve_dtype("auto", "cuda") is np.float32
+    assert solve_dtype("float32", "cpu") is np.float32 and solve_dtype("float64", "cuda") is np.float64
+    with pytest.raises(DataError, match="precision must be one of float64, float32, auto"):
+        EASEConfig(precision="float16")
+    rows = sp.csr_matrix(np.eye(6, dtype=np.float32))
+    assert EASE(EASEConfig(l2=1.0)).fit(rows).summary["solve_precision"] == "float32"
+
+
+def test_auto_falls_back_to_float64_when_float32_loses_positive_definiteness():
+    # Items 0 and 1 bought by the same 10,000 users: G = [[1e4, 1e4], [1e4, 1e4]] + l2 I. With
+    # l2 = 1e-4, 1e4 + l2 rounds to 1e4 in float32, so float32's G is singular; float64's is not.
+    rows = sp.csr_matrix(np.ones((10_000, 2), dtype=np.float32))
+    with pytest.raises(np.linalg.LinAlgError, match="raise l2"):
+        EASE(EASEConfig(l2=1e-4, precision="float32")).fit(rows)
+    model = EASE(EASEConfig(l2=1e-4)).fit(rows)
+    reference = EASE(EASEConfig(l2=1e-4, precision="float64")).fit(rows)
+    assert model.summary["solve_precision"] == "float64"
+    np.testing.assert_array_equal(model.weights, reference.weights)
+
+
+def test_float32_solve_needs_a_third_of_the_memory(monkeypatch):
+    # float64: the Gram matrix (8 bytes a cell) + the float32 weights (4); float32: one matrix in place.
+    assert fit_bytes(100, np.float32) * 3 == fit_bytes(100) == 100 * 100 * 12
+    rows = sp.csr_matrix(np.tril(np.ones((30, 20), dtype=np.float32)))
+    monkeypatch.setattr(ease_module, "available_bytes", lambda: fit_bytes(20, np.float32))
+    with pytest.raises(DataError, match=r"EASE on 20 items needs .*items\^2 x 12 bytes"):
+        EASE(EASEConfig(l2=1.0, precision="float64")).fit(rows)
+    model = EASE(EASEConfig(l2=1.0, precision="float32")).fit(rows)
+    assert model.summary["fit_peak_mb"] == round(fit_bytes(20, np.float32) / 2**20, 2)
