@@ -106,13 +106,13 @@ def test_multidae_on_cuda_scores_are_finite_and_masked():
 
 
 @pytest.mark.skipif(not HAS_PRECISION, reason="TrainConfig has no precision option yet")
-@pytest.mark.parametrize("precision, expected", [("auto", "bf16"), ("fp32", "fp32"), ("bf16", "bf16"),
+@pytest.mark.parametrize("precision, expected", [("auto", "fp32"), ("fp32", "fp32"), ("bf16", "bf16"),
                                                  ("fp16", "fp16")])
 def test_multidae_mixed_precision_on_cuda(precision, expected):
     rows = two_cluster_rows()
     train = TrainConfig(epochs=30, batch_size=16, lr=3e-3, patience=30, precision=precision)
     model = MultiDAE(MultiDAEConfig(hidden_dims=(32, 8)), train, seed=0, device="cuda").fit(rows)
-    assert model.summary["precision"] == expected  # auto = bf16 autocast on CUDA
+    assert model.summary["precision"] == expected  # auto = fp32: bf16 measured slower on an H200
     assert np.isfinite(model.summary["final_loss"])
     scores = model.score(rows)
     assert_masked_scores(scores, rows)

@@ -7,6 +7,7 @@ from recsys_kit.models.multidae import MultiDAE
 from recsys_kit.models.multidae_side import MultiDAESide
 from recsys_kit.models.multivae import MultiVAE
 from recsys_kit.models.popularity import Popularity
+from recsys_kit.models.sasrec import SASRec
 from recsys_kit.models.transition import Transition
 
 REGISTRY: dict[str, type[Recommender]] = {
@@ -17,6 +18,7 @@ REGISTRY: dict[str, type[Recommender]] = {
     "ease": EASE,
     "ease_recency": EASERecency,
     "transition": Transition,
+    "sasrec": SASRec,
 }
 # config.py builds [model] from these; it does not import the models (they import config).
 register_model_configs({name: model.Config for name, model in REGISTRY.items()})
