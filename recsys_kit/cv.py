@@ -22,7 +22,8 @@ from recsys_kit.metrics import build_metrics, ndcg_per_user, recall_per_user, su
 from recsys_kit.models import build_model
 from recsys_kit.resume import open_fold_scores, open_run, run_key
 from recsys_kit.refit import RefitOptions, refit_epochs, refit_full, resolved, run_lb_estimate, score_rows
-from recsys_kit.scores import top_k
+from recsys_kit.errors import DataError
+from recsys_kit.scores import broken_rows, top_k
 from recsys_kit.split import ItemSide, fold_splits, holdout_inputs, public_rows
 
 EventCallback = Callable[[dict], None]
@@ -145,6 +146,10 @@ def _run_folds_and_refit(dataset, config, holdout, fold_of_user, handle, data_in
 
         model.fit(split.train, side, valid=split.valid, on_epoch=on_epoch)
         score_rows([model], split.inputs, oof_scores, out_rows=fold_users)
+        broken = broken_rows(oof_scores[fold_users])
+        if len(broken):  # a diverged fit must not print a Recall as if it had trained
+            raise DataError(f"fold {fold + 1}: the model's scores are NaN or +inf for {len(broken):,} of "
+                            f"{len(fold_users):,} users (training diverged); lower train.lr or check the config")
         fold_recall, fold_ndcg = evaluate(split)
         oof_scores.flush()
         if fold_mean is not None:

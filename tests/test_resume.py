@@ -90,3 +90,17 @@ def test_a_finished_run_is_never_resumed_and_a_changed_config_starts_anew(tmp_pa
     (first / "metrics.json").unlink()
     other = run_cv(dataset, RunConfig(model=PopularityConfig(), seed=5), 3, tmp_path, name="pop", refit=options)
     assert other not in (first, again)
+
+
+def test_a_diverged_fold_stops_the_run_with_one_line(tmp_path, monkeypatch):
+    """NaN scores never become a printed Recall: the fold that made them stops the run."""
+    from recsys_kit.errors import DataError
+    from recsys_kit.models.popularity import Popularity
+
+    monkeypatch.setattr(Popularity, "_raw_scores", lambda self, inputs: np.full(inputs.shape, np.nan, np.float32))
+    rng = np.random.default_rng(0)
+    dataset = from_interactions(rng.integers(0, 30, 600), rng.integers(0, 40, 600))
+    with pytest.raises(DataError, match="fold 1: the model's scores are NaN"):
+        run_cv(dataset, RunConfig(model=PopularityConfig()), 3, tmp_path, name="nan",
+               refit=RefitOptions(mode="none", lb_estimate=False))
+    assert not (tmp_path / "nan" / "metrics.json").exists()
