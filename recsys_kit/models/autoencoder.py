@@ -29,7 +29,7 @@ class TorchRecommender(Recommender):
         return self
 
     def _raw_scores(self, inputs) -> np.ndarray:
-        return predict(self.net, inputs.rows, self.device)
+        return predict(self.net, inputs.rows, self.device, precision=self.train.precision)
 
     def state(self) -> dict:
         """Weights plus the config that built them (nanoGPT keeps its config in the checkpoint)."""
