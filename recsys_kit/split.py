@@ -86,7 +86,8 @@ class Interactions:
         """Entry positions sorted by user, then from each user's first entry to their latest."""
         row_of_entry = np.repeat(np.arange(self.n_users), np.diff(self.rows.indptr))
         # Without an order, times decide (ties in entry order: lexsort is stable); without either, entry order.
-        key = self.order if self.order is not None else self.times if self.times is not None else np.arange(self.rows.nnz)
+        key = (self.order if self.order is not None else
+               self.times if self.times is not None else np.arange(self.rows.nnz))
         return np.lexsort((key, row_of_entry))
 
     def recency(self) -> np.ndarray:
