@@ -169,9 +169,8 @@ def _run_folds_and_refit(dataset, config, holdout, fold_of_user, handle, data_in
             on_fold_end(fold, float(np.mean([r["recall@10"] for r in fold_records])))
 
     if refit.mode != "none":  # a submission will come of it: fit the time-consistency filter's margin
-        has_times = time_filter.save_times(run_dir / time_filter.FILE, holdout_inputs(holdout), public)
-        time_report = time_filter.margin_report(oof_scores, holdout.target,
-                                                time_filter.load_times(run_dir) if has_times else None)
+        times = time_filter.save_times(run_dir / time_filter.FILE, holdout_inputs(holdout), public)
+        time_report = time_filter.margin_report(oof_scores, holdout.target, times)
     runs.finish_scores(run_dir / "oof_scores.npy", oof_scores)
     if fold_mean is not None:
         runs.finish_scores(run_dir / fold_mean_file, fold_mean)

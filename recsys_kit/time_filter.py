@@ -27,16 +27,17 @@ QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.97)  # of the gaps of candidate i
 FILE = "time_filter.npz"  # in a run: the first-seen and last times at the OOF level and the contest's
 
 
-def save_times(path, inputs: Interactions, public: Interactions) -> bool:
+def save_times(path, inputs: Interactions, public: Interactions) -> dict[str, np.ndarray] | None:
     """What a run needs to fit the margin on OOF (every user's holdout inputs) and apply it to the
-    test scores (every public row); False (nothing written) when the log has no times."""
+    test scores (every public row), written and returned; None (nothing written) without times."""
     if inputs.times is None or public.times is None:
-        return False
+        return None
+    times = {"oof_first_seen": item_first_seen(inputs), "oof_last_time": user_last_time(inputs),
+             "test_first_seen": item_first_seen(public), "test_last_time": user_last_time(public)}
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, oof_first_seen=item_first_seen(inputs), oof_last_time=user_last_time(inputs),
-             test_first_seen=item_first_seen(public), test_last_time=user_last_time(public))
+    np.savez(tmp, **times)
     os.replace(tmp, path)
-    return True
+    return times
 
 
 def load_times(run_dir) -> dict[str, np.ndarray] | None:

@@ -84,12 +84,17 @@ def tune_args(data: Path, tmp: Path, *extra, trials=1, runs_dir=None) -> list:
 
 # ----------------------------------------------------------------------------- input files
 
-def ratings_case(content: bytes):
+def file_case(name: str, content: bytes):
+    """`kit cv` on a copy of the contest whose file `name` holds `content`."""
     def build(contest, tmp):
         data = copy_data(contest, tmp)
-        (data / "train_ratings.csv").write_bytes(content)
+        (data / name).write_bytes(content)
         return cv_args(data, tmp)
     return build
+
+
+def ratings_case(content: bytes):
+    return file_case("train_ratings.csv", content)
 
 
 def appended_case(line: bytes):
@@ -102,11 +107,7 @@ def appended_case(line: bytes):
 
 
 def side_case(content: bytes):
-    def build(contest, tmp):
-        data = copy_data(contest, tmp)
-        (data / "genres.tsv").write_bytes(content)
-        return cv_args(data, tmp)
-    return build
+    return file_case("genres.tsv", content)
 
 
 def directory_case(name: str):

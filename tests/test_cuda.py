@@ -19,7 +19,7 @@ from recsys_kit.models.multidae import MultiDAE, MultiDAEConfig
 from recsys_kit.refit import RefitOptions
 from recsys_kit.scores import top_k
 from recsys_kit.split import Interactions
-from tests.conftest import two_cluster_rows
+from tests.conftest import taste_rows, two_cluster_rows
 
 with warnings.catch_warnings():  # until pyproject.toml registers the marker, keep collection quiet
     warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
@@ -28,19 +28,8 @@ with warnings.catch_warnings():  # until pyproject.toml registers the marker, ke
 pytestmark = [cuda_mark, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 FAST = TrainConfig(epochs=30, batch_size=16, lr=3e-3, patience=30)
-HAS_PRECISION = "precision" in TrainConfig.__dataclass_fields__
 
 
-def taste_rows(n_users: int = 600, n_items: int = 300, seed: int = 0) -> sp.csr_matrix:
-    """Users from a few taste clusters over a long-tailed catalogue (EASE has structure to find)."""
-    rng = np.random.default_rng(seed)
-    popularity = 1.0 / np.arange(1, n_items + 1) ** 0.7
-    clusters = rng.dirichlet(np.full(n_items, 0.3), size=6) * popularity
-    dense = np.zeros((n_users, n_items), dtype=np.float32)
-    for user in range(n_users):
-        taste = clusters[user % 6] / clusters[user % 6].sum()
-        dense[user, rng.choice(n_items, size=rng.integers(10, 60), replace=False, p=taste)] = 1
-    return sp.csr_matrix(dense)
 
 
 def top10_overlap(a: np.ndarray, b: np.ndarray) -> float:
@@ -105,7 +94,6 @@ def test_multidae_on_cuda_scores_are_finite_and_masked():
     assert_masked_scores(model.score(rows[60:]), rows[60:])  # fold-in users the model never saw
 
 
-@pytest.mark.skipif(not HAS_PRECISION, reason="TrainConfig has no precision option yet")
 @pytest.mark.parametrize("precision, expected", [("auto", "fp32"), ("fp32", "fp32"), ("bf16", "bf16"),
                                                  ("fp16", "fp16")])
 def test_multidae_mixed_precision_on_cuda(precision, expected):

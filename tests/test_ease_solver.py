@@ -10,6 +10,7 @@ import scipy.sparse as sp
 from recsys_kit.errors import DataError
 from recsys_kit.models import ease as ease_module
 from recsys_kit.models.ease import EASE, EASEConfig, fit_bytes
+from tests.conftest import taste_rows
 
 
 def test_the_solver_never_calls_scipys_lp64_lapack(monkeypatch):
@@ -77,22 +78,12 @@ def test_min_item_users_fits_the_popular_items_and_scores_the_rest_zero():
         EASEConfig(min_item_users=0)
 
 
-def _taste_rows(n_users: int = 600, n_items: int = 300, seed: int = 0) -> sp.csr_matrix:
-    """Users drawn from a few taste clusters over a long-tailed catalogue: EASE has structure to find."""
-    rng = np.random.default_rng(seed)
-    popularity = 1.0 / np.arange(1, n_items + 1) ** 0.7
-    clusters = rng.dirichlet(np.full(n_items, 0.3), size=6) * popularity
-    dense = np.zeros((n_users, n_items), dtype=np.float32)
-    for user in range(n_users):
-        taste = clusters[user % 6] / clusters[user % 6].sum()
-        dense[user, rng.choice(n_items, size=rng.integers(10, 60), replace=False, p=taste)] = 1
-    return sp.csr_matrix(dense)
 
 
 def test_float32_solve_matches_float64s_top10():
     from recsys_kit.scores import top_k
 
-    rows = _taste_rows()
+    rows = taste_rows()
     fits = {p: EASE(EASEConfig(l2=50.0, precision=p)).fit(rows[:500]) for p in ("float64", "float32")}
     assert fits["float64"].summary["solve_precision"] == "float64"
     assert fits["float32"].summary["solve_precision"] == "float32"
