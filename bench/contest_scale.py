@@ -1,7 +1,7 @@
 """Contest scale in one command: every figure next to a reference measured in the same run.
 
     python bench/contest_scale.py [--data DIR] [--device auto|cpu|cuda] [--epochs 3] [--quick]
-                                  [--sections data ease epochs scoring cv] [--members ...]
+                                  [--sections data ease epochs scoring start cv] [--members ...]
                                   [--cv-models multidae ...]
                                   [--precisions auto] [--out JSON]
 
@@ -16,6 +16,8 @@ under the temp folder (--quick: a 3,000-user set, for a smoke run). Sections, in
            (bench/train_speed.py's floor; a sequence model's output rows are its trained positions,
            and a sampled loss's columns its negatives)
   scoring  one masked top-10 pass over every user (a torch member and EASE)  vs  its product alone
+  start    launch -> fold 0's first epoch (--start-model), the child stopped there: once with an
+           empty data cache, once with the cache that launch left   vs  that first epoch's own seconds
   cv       a whole 5-fold cv per --cv-models, in its own process through the library's run_cv (the
            `kit` entry point imports tune, hence optuna): seconds from launch to the first fold's
            first epoch (on_event 'start', 'fold_start', 'epoch'), wall, peak RSS  vs  that first
@@ -63,7 +65,7 @@ from train_speed import gemm_seconds  # noqa: E402  (the epoch floor; one defini
 
 CONTEST = {"users": 31360, "items": 6807, "interactions": 5154471}
 QUICK = {"users": 3000, "items": 1200, "interactions": 150_000}
-SECTIONS = ("data", "ease", "epochs", "scoring", "cv")
+SECTIONS = ("data", "ease", "epochs", "scoring", "start", "cv")
 FOLDS = 5
 PREDICT_CHUNK = 2048  # recsys_kit.train.predict's user chunk
 
@@ -470,6 +472,9 @@ CV_CHILD = textwrap.dedent("""
             keep["recall@10"] = event["recall@10"]
         if event["kind"] != "end":
             emit(event["kind"], **keep)
+        if args.get("stop_after_first_epoch") and event["kind"] == "epoch":
+            import os
+            os._exit(0)  # the start section times the way in, not the run
     run_dir = run_cv(dataset, config, args["folds"], Path(args["runs_dir"]), device=args["device"],
                      on_event=on_event, refit=RefitOptions(**args["refit"]))
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -495,14 +500,27 @@ def section_cv(ctx) -> dict:
     return out
 
 
-def run_cv_child(name: str, ctx) -> dict:
+def section_start(ctx) -> dict:
+    """Launch -> fold 0's first epoch of `kit cv`'s library path, twice: with an empty data cache
+    (the log parsed) and with the cache the first launch left (recsys_kit.data_cache)."""
+    out = ctx["result"]["start"] = {}
+    with tempfile.TemporaryDirectory(prefix="contest-scale-cache-") as cache:
+        for label in ("parsed", "cached"):
+            out[label] = run_cv_child(ctx["start_model"], ctx, stop_after_first_epoch=True,
+                                      env={"RECSYS_KIT_CACHE": cache})
+            ctx["save"]()
+    return out
+
+
+def run_cv_child(name: str, ctx, stop_after_first_epoch: bool = False, env: dict | None = None) -> dict:
     overrides = [f"model.name={name}"] if cv_config_file(name) is None else []
     overrides += [f"train.epochs={ctx['epochs']}", *ctx["cv_set"]]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-               PYTHONUNBUFFERED="1")
+               PYTHONUNBUFFERED="1", **(env or {}))
     with tempfile.TemporaryDirectory(prefix="contest-scale-runs-") as runs_dir:
         args = {"data": str(ctx["data_dir"]), "config": cv_config_file(name), "set": overrides, "folds": FOLDS,
-                "runs_dir": runs_dir, "device": ctx["device"], "refit": ctx["cv_refit"]}
+                "runs_dir": runs_dir, "device": ctx["device"], "refit": ctx["cv_refit"],
+                "stop_after_first_epoch": stop_after_first_epoch}
         launched = time.time()
         try:
             done = subprocess.run([sys.executable, "-c", CV_CHILD, json.dumps(args)], capture_output=True, text=True,
@@ -580,6 +598,7 @@ def main() -> None:
                         help="EASE l2: the first is timed; each further one adds a float32 vs float64 overlap")
     parser.add_argument("--members", nargs="+", default=None, help="torch members to time (default: every one)")
     parser.add_argument("--cv-models", nargs="+", default=["multidae"], help="models of the whole-cv section")
+    parser.add_argument("--start-model", default="multidae", help="model of the start section")
     parser.add_argument("--cv-set", action="append", default=[], help="extra --set override for the cv section")
     parser.add_argument("--cv-refit", default="full", choices=["full", "folds", "both", "none"])
     parser.add_argument("--cv-refit-seeds", type=int, default=0, help="0 = kit cv's auto")
@@ -601,7 +620,7 @@ def main() -> None:
            "ease_l2": args.ease_l2,
            "save": lambda: runs.write_json(out, result), "data_dir": data_dir, "precisions": args.precisions,
            "config": from_dict({"model": {"name": "multidae"}}, "defaults"), "scoring_models": {},
-           "cv_models": args.cv_models, "cv_set": args.cv_set, "cv_timeout": args.cv_timeout,
+           "cv_models": args.cv_models, "start_model": args.start_model, "cv_set": args.cv_set, "cv_timeout": args.cv_timeout,
            "cv_refit": {"mode": args.cv_refit, "seeds": args.cv_refit_seeds, "lb_estimate": not args.no_lb_estimate}}
     sections = [s for s in SECTIONS if s in args.sections]
     if any(s in sections for s in ("epochs", "ease", "scoring")) and "data" not in sections:

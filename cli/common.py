@@ -1,9 +1,13 @@
 """Shared CLI helpers: bad input -> exit 2 with one line, rich console on stderr, tables."""
 from contextlib import contextmanager
+from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import (BarColumn, Progress, ProgressColumn, SpinnerColumn, Task, TextColumn,
+                           TimeElapsedColumn)
 from rich.table import Table
+from rich.text import Text
 
 from recsys_kit.errors import DataError
 
@@ -22,6 +26,58 @@ def exit_on_bad_input():
     except OSError as err:
         path = err.filename if err.filename is not None else "a file"
         fail(f"{path}: {err.strerror or err}")
+
+
+class StepsColumn(ProgressColumn):
+    """`done/total`, or nothing for a task without a total (a closed-form fit: spinner, no count)."""
+
+    def render(self, task: Task) -> Text:
+        return Text("" if task.total is None else f"{int(task.completed)}/{int(task.total)}",
+                    style="progress.download")
+
+
+def progress_bar() -> Progress:
+    """The rows `kit cv` and `kit tune` draw: spinner, what, bar, count, info, elapsed."""
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), StepsColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
+
+
+class FitRow:
+    """The progress row of the fit in flight. An iterative model (the class says `iterative = True`)
+    gets an epoch bar; a closed-form one (EASE, popularity, transition) reports no epochs, so it gets
+    a spinner instead of a bar stuck at 0/60."""
+
+    def __init__(self, progress: Progress, iterative: bool):
+        self.progress, self.iterative = progress, iterative
+        self.task = progress.add_task("", total=None, info="", visible=False)
+
+    def start(self, what: str, epochs: int) -> None:
+        """A new fit begins (a fold, a refit, a trial's fold); the elapsed time restarts with it."""
+        if self.iterative:
+            self.progress.reset(self.task, total=epochs, description=f"{what} epochs", info="", visible=True)
+        else:
+            self.progress.reset(self.task, total=None, description=f"{what} fitting (closed form)", info="",
+                                visible=True)
+
+    def epoch(self, event: dict) -> None:
+        valid = event.get("valid_recall@10")
+        info = f"loss {event['loss']:.2f}" + (f"  valid R@10 {valid:.4f}" if valid is not None else "")
+        self.progress.update(self.task, completed=event["epoch"], info=info)
+
+    def finish(self) -> None:
+        """The fit is over: a spinner left behind would look busy forever; an epoch bar stays to be read."""
+        if not self.iterative:
+            self.progress.update(self.task, visible=False)
+
+    def hide(self) -> None:
+        self.progress.update(self.task, visible=False)
+
+
+def model_is_iterative(model_name: str) -> bool:
+    """Whether the model's fit reports epochs (imports the models, so torch: call it inside a command)."""
+    from recsys_kit.models import REGISTRY
+
+    return getattr(REGISTRY[model_name], "iterative", True)
 
 
 def fail(message: str):
@@ -90,3 +146,28 @@ def time_filter_line(metrics: dict) -> str:
         return f"; time filter: off ({fitted.get('reason') or 'no margin raised OOF Recall@10'})"
     return (f"; time filter: margin {fitted['margin']:g} takes OOF Recall@10 {fitted['recall@10_off']:.4f} -> "
             f"{fitted['recall@10']:.4f} (apply with kit submit --time-filter)")
+
+
+def package_version() -> str:
+    """The installed package's version (pyproject.toml); recsys_kit.__version__ when run from a bare checkout."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("recsys-kit")
+    except PackageNotFoundError:
+        from recsys_kit import __version__
+
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"recsys-kit {package_version()}")
+        raise typer.Exit()
+
+
+def app_options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit")] = False,
+):
+    """Options of `kit` itself, before the command (registered as the app's callback)."""

@@ -3,21 +3,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cli.common import (console, exit_on_bad_input, lb_line, mean_std, metrics_table, target_kind_line,
-                        time_filter_line)
+from cli.common import (FitRow, console, exit_on_bad_input, lb_line, mean_std, metrics_table, model_is_iterative,
+                        progress_bar, target_kind_line, time_filter_line)
 from recsys_kit import runs
-from recsys_kit.config import load_config
-from recsys_kit.cv import run_cv
-from recsys_kit.data import load_dataset
 from recsys_kit.errors import DataError
-from recsys_kit.holdout import assign_folds
-from recsys_kit.preflight import check_evaluable, check_folds
-from recsys_kit.refit import RefitOptions
-from recsys_kit.train import resolve_device
-
-CLOSED_FORM = ("popularity", "ease")  # no epochs: no epoch bar
 
 
 def cv(
@@ -38,6 +28,15 @@ def cv(
                                                    "levels of hiding down)")] = True,
 ):
     """Train one model per fold, write OOF and test score matrices and metrics.json."""
+    # Imported here, not at the top: torch comes with them, and `kit --help` should not wait for it.
+    from recsys_kit.config import load_config
+    from recsys_kit.cv import run_cv
+    from recsys_kit.data import load_dataset
+    from recsys_kit.holdout import assign_folds
+    from recsys_kit.preflight import check_evaluable, check_folds
+    from recsys_kit.refit import RefitOptions
+    from recsys_kit.train import resolve_device
+
     with exit_on_bad_input():
         # Everything that can be checked is checked before a line of progress is drawn.
         check_folds(folds)
@@ -57,28 +56,24 @@ def cv(
         console.print(f"[bold]{run_config.model_name}[/] on {data}: {dataset.n_users:,} users, "
                       f"{dataset.n_items:,} items, {dataset.matrix.nnz:,} interactions "
                       f"({dataset.summary['duplicates_collapsed']:,} duplicates collapsed), device {device}")
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
-                      transient=False) as progress:
+        with progress_bar() as progress:
             folds_task = progress.add_task("folds", total=folds, info="")
-            epoch_task = progress.add_task("epochs", total=run_config.train.epochs, info="", visible=False)
+            fit = FitRow(progress, model_is_iterative(run_config.model_name))
 
             def on_event(event):
                 kind = event["kind"]
                 if kind == "fold_start":
-                    progress.update(epoch_task, completed=0, visible=run_config.model_name not in CLOSED_FORM,
-                                    description=f"fold {event['fold'] + 1} epochs", info="")
+                    fit.start(f"fold {event['fold'] + 1}", event["epochs"])
                 elif kind == "stage_start":
-                    progress.update(epoch_task, completed=0, total=event["epochs"], info="",
-                                    visible=run_config.model_name not in CLOSED_FORM,
-                                    description=f"{event['stage']} epochs")
+                    fit.start(event["stage"], event["epochs"])
                 elif kind == "epoch":
-                    valid = event.get("valid_recall@10")
-                    info = f"loss {event['loss']:.2f}" + (f"  valid R@10 {valid:.4f}" if valid is not None else "")
-                    progress.update(epoch_task, completed=event["epoch"], info=info)
+                    fit.epoch(event)
                 elif kind == "fold_end":
+                    fit.finish()
                     progress.update(folds_task, advance=1,
                                     info=f"fold {event['fold'] + 1} R@10 {event['recall@10']:.4f}")
+                elif kind == "end":
+                    fit.finish()
                 elif kind == "start":
                     if event["resumed_folds"]:
                         done = len(event["resumed_folds"])

@@ -7,15 +7,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cli.common import console, exit_on_bad_input, lb_line, metrics_table
-from recsys_kit.runs import check_output_dir, check_run_name
 from recsys_kit.blend_methods import NORMALIZERS
-from recsys_kit.ensemble import DEFAULT_NORMALIZE, EnsembleOptions, check_compatible, run_ensemble
-from recsys_kit.runs import read_json
+from recsys_kit.runs import check_output_dir, check_run_name, read_json
 
 STAGES = {"cache": "caching candidates", "fit": "fitting weights", "check": "checking the gain on half B",
           "oof": "blending OOF scores",
           "test": "blending test scores"}
 NORMALIZE_HELP = f"Per-user normalisation before blending: {' | '.join(NORMALIZERS)} (vote always uses ranks)"
+# recsys_kit.ensemble.DEFAULT_NORMALIZE, spelled out: that module brings torch, and `kit --help` should not
+# wait for it (tests/test_cli_start.py checks the two agree).
+DEFAULT_NORMALIZE = "zscore"
 
 
 def ensemble(
@@ -38,6 +39,8 @@ def ensemble(
                                                 "held-out gain is not clear of zero")] = True,
 ):
     """Blend runs on out-of-fold scores; writes OOF and test score matrices and metrics.json."""
+    from recsys_kit.ensemble import EnsembleOptions, check_compatible, run_ensemble  # torch comes with it
+
     with exit_on_bad_input():
         options = EnsembleOptions(method=method, normalize=normalize, seed=seed, top_n=top_n,
                                   rank_weighted=rank_weighted, bags=bags, fallback=fallback)
@@ -87,7 +90,7 @@ def members_table(metrics: dict) -> Table:
     """Members vs the blend on the held-out half B, with the weights."""
     fitted = bool(metrics.get("fit"))  # a method that fits: weights of the half-A fit too
     table = Table(title=f"{metrics['method']} blend ({metrics['normalize']}): held-out half of the users")
-    table.add_column("run")
+    table.add_column("run", no_wrap=False, overflow="fold", min_width=10)  # a name is never cut short
     table.add_column("weight", justify="right")
     if fitted:
         table.add_column("weight (half A)", justify="right")

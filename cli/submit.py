@@ -5,17 +5,19 @@ from typing import Annotated, Optional
 import typer
 
 from cli.common import console, exit_on_bad_input
-from recsys_kit.submission import validate_submission, write_submission
 
 
 def submit(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory written by kit cv or kit ensemble")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR",
+                                            help="A run directory written by kit cv or kit ensemble")],
     out: Annotated[Optional[Path], typer.Option(help="CSV to write (default submissions/<run>.csv)")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing CSV")] = False,
     time_filter: Annotated[bool, typer.Option(help="Push items first seen after a user's last interaction "
                                                    "(plus the margin fitted on OOF) below the others")] = False,
 ):
     """Write the top-10 unseen items per user from the run's test scores."""
+    from recsys_kit.submission import write_submission  # pandas: not for `kit --help`
+
     with exit_on_bad_input():
         out = out or Path("submissions") / f"{run_dir.name}.csv"
         with console.status("ranking"):
@@ -26,10 +28,12 @@ def submit(
 
 
 def validate(
-    csv: Annotated[Path, typer.Argument(help="Submission CSV")],
+    csv: Annotated[Path, typer.Argument(metavar="CSV", help="Submission CSV")],
     data: Annotated[Path, typer.Option(help="Contest-layout folder the submission is for")],
 ):
     """Check a submission against the contest's rules; exit 1 and list every broken rule."""
+    from recsys_kit.submission import validate_submission  # pandas: not for `kit --help`
+
     with exit_on_bad_input():
         problems = validate_submission(csv, data)
     if problems:

@@ -6,12 +6,11 @@ import typer
 from rich.table import Table
 
 from cli.common import console, exit_on_bad_input
-from recsys_kit.synth import make_synthetic
 
 
 def synth(
     out_dir: Annotated[Path, typer.Argument(
-        help="Directory to create; it must not exist or be empty (files are never overwritten).")],
+        metavar="OUT_DIR", help="Directory to create; it must not exist or be empty (files are never overwritten).")],
     users: Annotated[int, typer.Option(help="Number of users (each gets at least 15 interactions).")] = 3000,
     items: Annotated[int, typer.Option(help="Number of catalogue items (at least 30).")] = 1200,
     interactions: Annotated[int, typer.Option(
@@ -19,6 +18,8 @@ def synth(
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives byte-identical files.")] = 0,
 ):
     """Write a contest-layout synthetic data set (train_ratings.csv + side files)."""
+    from recsys_kit.synth import make_synthetic  # pandas: not for `kit --help`
+
     with exit_on_bad_input():
         with console.status(f"Generating {interactions:,} interactions for {users:,} users "
                             f"x {items:,} items ..."):

@@ -2,20 +2,13 @@
 from pathlib import Path
 from typing import Annotated, Optional
 
-import optuna
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
 
-from cli.common import console, exit_on_bad_input
+from cli.common import FitRow, console, exit_on_bad_input, model_is_iterative, progress_bar
 from recsys_kit import runs
-from recsys_kit.config import load_config
-from recsys_kit.data import load_dataset
 from recsys_kit.errors import DataError
-from recsys_kit.holdout import assign_folds
-from recsys_kit.preflight import check_evaluable, check_folds
-from recsys_kit.train import resolve_device
-from recsys_kit.tune import TuneOptions, check_tune_options, default_search_path, load_search_space, run_tune
 
 
 def tune(
@@ -38,9 +31,24 @@ def tune(
     pruner_startup: Annotated[int, typer.Option(help="Complete trials before pruning starts")] = 5,
     pruner_warmup: Annotated[int, typer.Option(help="Folds of every trial never pruned")] = 0,
     keep_scores: Annotated[bool, typer.Option(help="Keep every trial's OOF score matrix (trials write no test scores)")] = False,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Base config override, e.g. train.epochs=5")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="Base config override, e.g. train.epochs=5; a searched field set here is pinned, "
+                      "not searched")] = None,
 ):
-    """Search the model's space (configs/search/<model>.toml) for the best OOF Recall@10."""
+    """Search the model's space (configs/search/<model>.toml) for the best OOF Recall@10.
+
+    A parameter given with --set is pinned: it leaves the search space and keeps the given value."""
+    # Imported here, not at the top: optuna and torch come with them, and `kit --help` should not wait.
+    import optuna
+
+    from recsys_kit.config import load_config
+    from recsys_kit.data import load_dataset
+    from recsys_kit.holdout import assign_folds
+    from recsys_kit.preflight import check_evaluable, check_folds
+    from recsys_kit.search_space import pinned_values
+    from recsys_kit.train import resolve_device
+    from recsys_kit.tune import TuneOptions, check_tune_options, default_search_path, load_search_space
+
     with exit_on_bad_input():
         # Everything that can be checked is checked before a line of progress is drawn.
         check_tune_options(trials, pruner_startup, pruner_warmup)
@@ -49,7 +57,7 @@ def tune(
             runs.check_run_name(study, "--study")
         runs.check_output_dir(runs_dir, "--runs-dir")
         base = load_config(config, set_ or [], seed)
-        space = load_search_space(search or default_search_path(config, base.model_name), base)
+        space = load_search_space(search or default_search_path(config, base.model_name), base, pinned=set_ or [])
         try:
             device = resolve_device(device)
         except ValueError as err:
@@ -62,10 +70,14 @@ def tune(
                               pruner_startup=pruner_startup, pruner_warmup=pruner_warmup,
                               keep_scores=keep_scores)
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bars say it better
+        iterative = model_is_iterative(base.model_name)
         headline = (f"[bold]{base.model_name}[/] on {data}: {dataset.n_users:,} users, {dataset.n_items:,} "
                     f"items; {len(space.params)} parameters from {space.path}, device {device}")
+        if space.pinned:  # one line: the values every trial keeps instead of searching them
+            headline += "\npinned by --set, not searched: " + escape(", ".join(
+                f"{key} = {value}" for key, value in pinned_values(space, base).items()))
         try:
-            result = _run_with_progress(dataset, base, space, options, runs_dir, config, headline)
+            result = _run_with_progress(dataset, base, space, options, runs_dir, config, headline, iterative)
         except KeyboardInterrupt:
             console.print("interrupted: the trial in flight is queued again; rerun the same command to resume")
             raise typer.Exit(130)
@@ -88,13 +100,15 @@ def tune(
     typer.echo(str(result.best_config))
 
 
-def _run_with_progress(dataset, base, space, options, runs_dir, config, headline: str):
+def _run_with_progress(dataset, base, space, options, runs_dir, config, headline: str, iterative: bool):
+    from recsys_kit.tune import run_tune
+
     # Drawn from the first event on (the study opened): the storage, the study's identity and the
     # folds are checked by then, so their errors never land under an info line and an empty bar.
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
+    progress = progress_bar()
     trials_task = progress.add_task("trials", total=options.trials, info="")
     folds_task = progress.add_task("folds", total=options.folds, info="", visible=False)
+    fit = FitRow(progress, iterative)  # the trial's fold in flight: epochs as they pass, not only fold ends
     best = {"value": None}
 
     def best_text():
@@ -114,7 +128,12 @@ def _run_with_progress(dataset, base, space, options, runs_dir, config, headline
             again = f" (re-run of {event['retry_of']})" if event.get("retry_of") is not None else ""
             progress.update(folds_task, completed=0, visible=True, info="",
                             description=f"trial {event['number']}{again} folds")
+        elif kind == "fold_start":
+            fit.start(f"trial {event['trial']} fold {event['fold'] + 1}", event["epochs"])
+        elif kind == "epoch":
+            fit.epoch(event)
         elif kind == "fold_end":
+            fit.finish()
             progress.update(folds_task, completed=event["fold"] + 1,
                             info=f"fold {event['fold'] + 1} R@10 {event['recall@10']:.4f}")
         elif kind == "trial_end":
@@ -123,6 +142,7 @@ def _run_with_progress(dataset, base, space, options, runs_dir, config, headline
                 f"R@10 {event['value']:.4f}" if event["value"] is not None else event["state"].lower())
             progress.update(trials_task, completed=event["done"], info=f"{best_text()}  last: {shown}")
             progress.update(folds_task, visible=False)
+            fit.hide()
         elif kind == "requeued":
             console.print(f"trial {event['number']} was left running by a dead worker: queued again")
         elif kind == "note":

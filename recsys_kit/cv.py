@@ -16,6 +16,7 @@ import scipy.sparse as sp
 
 from recsys_kit import runs, time_filter
 from recsys_kit.config import RunConfig
+from recsys_kit.curves import Curves
 from recsys_kit.data import Dataset
 from recsys_kit.holdout import assign_folds, contest_holdout, derive_seed, folds_fingerprint
 from recsys_kit.metrics import build_metrics, ndcg_per_user, recall_per_user, summarize
@@ -111,6 +112,7 @@ def _run_folds_and_refit(dataset, config, holdout, fold_of_user, handle, data_in
     fold_mean_file = {"folds": "test_scores.npy", "both": "test_scores_folds.npy"}.get(refit.mode)
     oof_scores, fold_mean = open_fold_scores(run_dir, progress, shape, fold_mean_file)
     resumed_folds = [record["fold"] for record in progress.folds_done]  # trained before a kill
+    curves = Curves.resume(run_dir, config.model_name, resumed_folds)  # curves.json: per-epoch records
     _notify(on_event, "start", run_dir=str(run_dir), folds=folds, users=dataset.n_users,
             items=dataset.n_items, users_without_target=int((~has_target).sum()), resumed_folds=resumed_folds)
     recall = np.full(dataset.n_users, np.nan)
@@ -141,7 +143,8 @@ def _run_folds_and_refit(dataset, config, holdout, fold_of_user, handle, data_in
                 valid_users=0 if split.valid is None else split.valid[0].n_users, epochs=config.train.epochs)
         model = build_model(config, seed=derive_seed(base_seed, "fit", fold), device=device)
 
-        def on_epoch(record, fold=fold):
+        def on_epoch(record, fold=fold, fold_started=fold_started):
+            curves.add(fold, record, time.time() - fold_started)
             _notify(on_event, "epoch", fold=fold, **record)
 
         model.fit(split.train, side, valid=split.valid, on_epoch=on_epoch)
@@ -162,6 +165,7 @@ def _run_folds_and_refit(dataset, config, holdout, fold_of_user, handle, data_in
                   "users_evaluated": int((~np.isnan(fold_recall)).sum()),
                   "seconds": round(time.time() - fold_started, 2), "model": dict(model.summary)}
         fold_records.append(record)
+        curves.save(fold)  # before progress: a fold a rerun skips has its curve
         progress.folds_done.append(record)
         progress.save(run_dir)  # the fold is durable from here: a rerun skips it
         _notify(on_event, "fold_end", **record)

@@ -6,9 +6,9 @@ a blend fitted on OOF rows is fitted on honest scores. Two extra guards keep the
     (`metrics.json` "holdout_half"), then refitted on all users for the final weights;
   - the search runs on a cache of each member's top candidates for a seeded user sample, and
     every figure reported is then measured exactly on full blended rows.
-Memory stays flat: score matrices are read a chunk of users at a time through a memmap opened
-for that read only, and written by streaming, so neither the members nor the output ever sit
-in memory (or in the resident set as mapped pages) whole. The methods and normalisations
+Memory stays flat: score matrices are read a chunk of users at a time (recsys_kit.score_file)
+and written by streaming, so neither the members nor the output ever sit in memory (or in the
+resident set as mapped pages) whole. The methods and normalisations
 themselves are registered in `recsys_kit.blend_methods`.
 """
 from __future__ import annotations
@@ -91,10 +91,11 @@ def _load(path: Path):
     return runs.read_json(path) if path.suffix == ".json" else runs.load_ids(path.parent, path.name)
 
 
-def _rows(run_dir: Path, name: str, index) -> np.ndarray:
-    """Rows of a score matrix as float32, through a memmap opened for this read alone: the map
-    is dropped on return, so the file pages it touched leave this process's resident set."""
-    return np.array(runs.load_scores(run_dir, name)[index], dtype=np.float32)
+def _rows(run_dir: Path, name: str, index, users: int | None = None) -> np.ndarray:
+    """Rows of a score matrix as float32, read into memory this call owns (recsys_kit.score_file);
+    `users`: the matrix's row count when it holds a user sample, not every user."""
+    with runs.load_scores(run_dir, name, users) as scores:
+        return scores[index]
 
 
 # ------------------------------------------------------------------------------ compatibility
@@ -181,13 +182,14 @@ def _cache_step(options: EnsembleOptions, n_members: int) -> int:
 # ------------------------------------------------------------------------------ chunked blending
 
 def blend_chunk(members: list[Member], name: str, index, blends, options: EnsembleOptions,
-                on_member: Callable[[int, np.ndarray], None] | None = None) -> np.ndarray:
+                on_member: Callable[[int, np.ndarray], None] | None = None, users: int | None = None) -> np.ndarray:
     """The blends (Blends, or weights: a vector or blends x members) of the members' rows `index`
-    by `options.method`, shape blends x rows x items; members are read one at a time."""
+    by `options.method`, shape blends x rows x items; members are read one at a time (`users`:
+    the matrices' row count when they hold a user sample)."""
 
     def raw_blocks():
         for m, member in enumerate(members):
-            raw = _rows(member.path, name, index)
+            raw = _rows(member.path, name, index, users)
             if on_member is not None:
                 on_member(m, raw)
             yield raw
@@ -393,7 +395,8 @@ def blend_lb_estimate(members: list[Member], blend, options: EnsembleOptions) ->
         recall[level] = np.full(len(sample), np.nan)
         for start in range(0, len(sample), options.chunk):
             rows = slice(start, min(start + options.chunk, len(sample)))
-            block = blend_chunk(members, f"lb_{level}_scores.npy", rows, as_blends(blend)[:1], options)[0]
+            block = blend_chunk(members, f"lb_{level}_scores.npy", rows, as_blends(blend)[:1], options,
+                                users=len(sample))[0]
             recall[level][rows] = recall_per_user(top_k(block, K), target[rows], K)
     # The sample holds level-2 users only: the share of all users with a level-2 target is the members'.
     level2_users = (members[0].metrics.get("lb_estimate") or {}).get("users_level2")

@@ -51,7 +51,11 @@ class Holdout:
 
 def _rank_within_rows(row_of_entry: np.ndarray, *keys: np.ndarray) -> np.ndarray:
     """0-based rank of each entry inside its row; keys least significant first (np.lexsort)."""
-    order = np.lexsort((*keys, row_of_entry))
+    # Sorting the keys alone, then the rows with a stable integer sort, gives np.lexsort((*keys, rows))'s
+    # order exactly, several times faster than lexsort with the row as one more key.
+    order = np.lexsort(keys) if len(keys) > 1 else np.argsort(keys[0], kind="stable")
+    row_type = np.int32 if len(row_of_entry) and row_of_entry.max() < 2 ** 31 else np.int64
+    order = order[np.argsort(row_of_entry[order].astype(row_type), kind="stable")]
     sorted_rows = row_of_entry[order]
     starts = np.r_[0, np.flatnonzero(sorted_rows[1:] != sorted_rows[:-1]) + 1]
     row_start = np.repeat(starts, np.diff(np.r_[starts, len(order)]))

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from recsys_kit import runs
+from recsys_kit.score_file import ScoreFile
 
 PROGRESS = "progress.json"
 LOCK = "progress.lock"
@@ -110,17 +111,21 @@ def open_run(runs_dir: Path, name: str | None, default_name: str, key: str) -> R
     return RunHandle(run_dir, progress, lock)
 
 
-def _reopen(run_dir: Path, name: str, shape: tuple[int, int]) -> np.memmap | None:
+def _reopen(run_dir: Path, name: str, shape: tuple[int, int]) -> ScoreFile | None:
     """A killed run's temporary score matrix as it was left (or its published copy, when the kill
     came after the folds), or None when there is none of that shape."""
     tmp, final = Path(run_dir) / (name + ".tmp"), Path(run_dir) / name
     if not tmp.exists() and final.exists():
         os.replace(final, tmp)
     try:
-        scores = np.lib.format.open_memmap(tmp, mode="r+")
-    except (ValueError, OSError):
+        scores = ScoreFile(tmp, writable=True)
+    except (ValueError, OSError, SyntaxError, EOFError):  # not a float32 matrix's .npy header
         return None
-    return scores if scores.shape == tuple(shape) and scores.dtype == np.float32 else None
+    expected = scores.offset + int(np.prod(shape, dtype=np.int64)) * 4
+    if scores.shape == tuple(shape) and tmp.stat().st_size == expected:
+        return scores
+    scores.close()
+    return None
 
 
 def open_fold_scores(run_dir: Path, progress: Progress, shape: tuple[int, int], fold_mean_name: str | None):

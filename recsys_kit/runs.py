@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys_kit.errors import DataError, os_error
+from recsys_kit.score_file import ScoreFile
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][\w.-]*")  # one directory name: no slash, no leading dot or dash
 
@@ -112,18 +113,18 @@ def save_npy(path: Path, array: np.ndarray) -> None:
 
 def save_sparse(path: Path, matrix: sp.csr_matrix) -> None:
     tmp = path.with_name(path.name + ".tmp.npz")
-    sp.save_npz(tmp, matrix.tocsr())
+    sp.save_npz(tmp, matrix.tocsr(), compressed=False)  # zlib took seconds at contest scale
     os.replace(tmp, path)
 
 
-def open_scores(path: Path, shape: tuple[int, int]) -> np.memmap:
-    """A float32 .npy memmap written under a temporary name; call `finish_scores` to publish."""
-    return np.lib.format.open_memmap(_tmp(path), mode="w+", dtype=np.float32, shape=shape)
+def open_scores(path: Path, shape: tuple[int, int]) -> ScoreFile:
+    """A float32 .npy score matrix written under a temporary name; call `finish_scores` to publish."""
+    return ScoreFile.create(_tmp(path), shape)
 
 
-def finish_scores(path: Path, array: np.memmap) -> None:
-    array.flush()
-    del array
+def finish_scores(path: Path, scores: ScoreFile) -> None:
+    scores.flush()
+    scores.close()
     os.replace(_tmp(path), path)
 
 
@@ -179,14 +180,16 @@ def _check_npy(path: Path, shape: tuple, kinds: str, itemsize: int | None = None
     return dtype
 
 
-def load_scores(run_dir: Path, name: str) -> np.ndarray:
-    """A float32 users x items score matrix, memory-mapped read-only once its header and size
-    match the run's data.json."""
+def load_scores(run_dir: Path, name: str, users: int | None = None) -> ScoreFile:
+    """A float32 users x items score matrix, opened read-only (rows read on demand, see
+    recsys_kit.score_file) once its header and size match the run's data.json (`users` rows
+    instead of every user for a matrix of a user sample, such as the leaderboard estimate's)."""
     path = Path(run_dir) / name
     if not path.exists():
         raise DataError(f"{path}: missing; {Path(run_dir)} is not a finished run (rerun `kit cv`)")
-    _check_npy(path, run_shape(run_dir), "f", itemsize=4)
-    return np.load(path, mmap_mode="r", allow_pickle=False)
+    shape = run_shape(run_dir)
+    _check_npy(path, shape if users is None else (users, shape[1]), "f", itemsize=4)
+    return ScoreFile(path)
 
 
 def load_ids(run_dir: Path, name: str) -> np.ndarray:

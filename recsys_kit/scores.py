@@ -16,9 +16,17 @@ def mask_seen(scores: np.ndarray, seen_rows: sp.csr_matrix) -> np.ndarray:
     return scores
 
 
+TOP_K_ROWS = 1024  # argpartition's int64 index copy is 2x the block: bound it, not the caller's block
+
+
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k best columns per row, best first (deterministic for the same input)."""
     k = min(k, scores.shape[1])
+    if scores.shape[0] > TOP_K_ROWS:
+        out = np.empty((scores.shape[0], k), dtype=np.int64)
+        for start in range(0, scores.shape[0], TOP_K_ROWS):
+            out[start:start + TOP_K_ROWS] = top_k(scores[start:start + TOP_K_ROWS], k)
+        return out
     # argpartition on the negated scores, then an exact sort of those k.
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     part.sort(axis=1)  # equal scores then come out in column order
@@ -26,8 +34,8 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
-def top_k_chunked(scores: np.ndarray, k: int, chunk: int = 4096, transform=None) -> np.ndarray:
-    """top_k over a (possibly memory-mapped) matrix, one user chunk at a time; `transform(block,
+def top_k_chunked(scores: np.ndarray, k: int, chunk: int = 2048, transform=None) -> np.ndarray:
+    """top_k over a matrix on disk (a ScoreFile) or in memory, one user chunk at a time; `transform(block,
     users)` may rewrite each chunk's rows first (e.g. the time-consistency filter)."""
     out = np.empty((scores.shape[0], min(k, scores.shape[1])), dtype=np.int64)
     for start in range(0, scores.shape[0], chunk):

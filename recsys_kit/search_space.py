@@ -11,6 +11,9 @@ Keys are dotted config paths; a list field is searched one element at a time wit
 python-style index (`[0]` first encoder width, `[-1]` the latent bottleneck). Values are
 applied to the base config's dict and rebuilt through `config.from_dict`, so they are
 type-checked exactly like a config file.
+
+A field the user set by hand (`kit tune --set train.epochs=3`) is pinned: its parameters leave
+the space and every trial keeps the base config's value (a whole list field pins every element).
 """
 from __future__ import annotations
 
@@ -21,12 +24,13 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import optuna
+from typing import TYPE_CHECKING, Any, Iterable
 
 from recsys_kit.config import RunConfig, from_dict
 from recsys_kit.errors import DataError
+
+if TYPE_CHECKING:  # optuna is imported by whoever runs a study, not by loading a search file
+    import optuna
 
 _KEY = re.compile(r"^(model|train|holdout)\.([A-Za-z_]\w*)(?:\[(-?\d+)\])?$")
 _SPEC_KEYS = {"float": {"low", "high", "log", "step"}, "int": {"low", "high", "log", "step"},
@@ -65,6 +69,7 @@ class Param:
 class SearchSpace:
     path: Path
     params: tuple[Param, ...]
+    pinned: tuple[str, ...] = ()  # parameters of the file left out: --set gave their field a value
 
     def apply(self, base: RunConfig, values: dict, source: str | None = None) -> RunConfig:
         """The base config with searched values set, validated by `from_dict` like any TOML."""
@@ -93,8 +98,32 @@ def default_search_path(config_path: Path | None, model_name: str) -> Path:
                     f"{', '.join(map(str, candidates))}; pass --search FILE")
 
 
-def load_search_space(path: Path, base: RunConfig) -> SearchSpace:
-    """Parse and check a search file against the base config; DataError names file, key and fix."""
+def overridden_fields(overrides: Iterable[str]) -> set[tuple[str, str]]:
+    """(section, field) of every `section.field=value` override (`--set`); other shapes set no field."""
+    fields = set()
+    for item in overrides:
+        parts = item.partition("=")[0].strip().split(".")
+        if len(parts) == 2:
+            fields.add((parts[0], parts[1]))
+    return fields
+
+
+def pinned_values(space: SearchSpace, base: RunConfig) -> dict[str, Any]:
+    """Each pinned parameter with the value every trial keeps (the base config's)."""
+    raw = base.to_dict()
+    values = {}
+    for key in space.pinned:
+        section, name, index = _KEY.match(key).groups()
+        value = raw[section][name]
+        values[key] = value if index is None else value[int(index)]
+    return values
+
+
+def load_search_space(path: Path, base: RunConfig, pinned: Iterable[str] = ()) -> SearchSpace:
+    """Parse and check a search file against the base config; DataError names file, key and fix.
+
+    `pinned`: the `--set` overrides already in `base`; a parameter on a field they set is left out of
+    the space (recorded in `SearchSpace.pinned`) so the trials keep the value the user asked for."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: search space file not found; pass an existing TOML, "
@@ -114,7 +143,8 @@ def load_search_space(path: Path, base: RunConfig) -> SearchSpace:
     if not isinstance(table, dict) or not table:
         raise DataError(f"{path}: no [params] table; add one parameter per line, e.g. {_EXAMPLE}")
     base_raw = base.to_dict()
-    params, targets = [], {}
+    fixed = overridden_fields(pinned)
+    params, targets, left_out = [], {}, []
     for key, spec in table.items():
         param = _parse_param(path, key, spec, base_raw)
         length = len(base_raw[param.section][param.field]) if param.index is not None else 0
@@ -123,8 +153,14 @@ def load_search_space(path: Path, base: RunConfig) -> SearchSpace:
             raise DataError(f"{path}: parameters {targets[target]!r} and {key!r} set the same value; "
                             f"remove one")
         targets[target] = key
-        params.append(param)
-    space = SearchSpace(path, tuple(params))
+        if (param.section, param.field) in fixed:
+            left_out.append(key)
+        else:
+            params.append(param)
+    if not params:
+        raise DataError(f"{path}: every parameter ({', '.join(left_out)}) is pinned by --set, nothing is left "
+                        f"to search; drop a --set, or run kit cv for this one config")
+    space = SearchSpace(path, tuple(params), tuple(left_out))
     for param in params:  # every bound and choice must make a valid config, checked up front
         for value in param.probes():
             space.apply(base, {param.key: value}, f"{path}: parameter {param.key!r} = {value!r}")

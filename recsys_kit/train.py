@@ -3,7 +3,8 @@
 A model plugs in with two pieces and the loop has no model-specific branches:
 - a batch source (`Batches`): its `rows` (the users' items, for masking seen items), its trainable
   `users`, and `batch(users, device)`, which turns user indices into whatever its network reads;
-- a network with `loss(batch, progress)` and `logits(batch)` (users x items).
+- a network with `loss(batch, progress)` and `logits(batch)` (users x items); a network trained in
+  alternating steps (RecVAE: encoder passes, then decoder passes) lists them in `phases()` instead.
 The autoencoders' source is `RowBatches`: batches stay sparse, the first layer is an
 embedding-bag over each user's items, so no dense users x items input is ever built.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -154,6 +155,25 @@ def valid_recall(net: nn.Module, valid: tuple, device: str, precision: str = "au
     return summarize(recall_per_user(top_k(scores, 10), valid_target, 10))
 
 
+@dataclass(frozen=True)
+class Phase:
+    """One share of every epoch: `passes` shuffled sweeps over the training users, each step
+    minimising `loss(batch, progress)` over `parameters` alone, with their own Adam (whose moments
+    carry over from epoch to epoch). `start` runs before the phase's first pass of each epoch."""
+
+    name: str
+    parameters: list
+    loss: Callable[[Any, float], torch.Tensor]
+    passes: int = 1
+    start: Callable[[], None] | None = None
+
+
+def phases_of(net: nn.Module) -> list[Phase]:
+    """The network's own `phases()`, or one phase: every parameter, `net.loss`, one pass."""
+    phases = getattr(net, "phases", None)
+    return list(phases()) if phases is not None else [Phase("all", list(net.parameters()), net.loss)]
+
+
 def effective_batch_size(n_users: int, config: TrainConfig) -> int:
     """config.batch_size, shrunk (not below 16) so an epoch has min_steps_per_epoch steps."""
     by_steps = -(-n_users // max(config.min_steps_per_epoch, 1))
@@ -162,7 +182,8 @@ def effective_batch_size(n_users: int, config: TrainConfig) -> int:
 
 def fit_net(net: nn.Module, train: Batches, config: TrainConfig, device: str, seed: int,
             valid: tuple[Batches, sp.csr_matrix] | None = None, on_epoch=None) -> dict:
-    """Adam on shuffled user batches; keeps the weights of the best valid Recall@10 epoch.
+    """Adam on shuffled user batches, one Adam per phase (see Phase); keeps the weights of the best
+    valid Recall@10 epoch.
 
     `valid`: (the validation users' batch source, their hidden targets). Returns the fit summary;
     its best_epoch is what a refit without validation trains for.
@@ -170,29 +191,39 @@ def fit_net(net: nn.Module, train: Batches, config: TrainConfig, device: str, se
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net.to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    phases = phases_of(net)
+    optimizers = [torch.optim.Adam(phase.parameters, lr=config.lr, weight_decay=config.weight_decay)
+                  for phase in phases]
     dtype = autocast_dtype(config.precision, device)
     # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
-    scaler = torch.amp.GradScaler(device, enabled=dtype is torch.float16)
+    scalers = [torch.amp.GradScaler(device, enabled=dtype is torch.float16) for _ in phases]
     batch_size = effective_batch_size(len(train.users), config)
     n_batches = max(1, -(-len(train.users) // batch_size))
     best_recall, best_epoch, best_state, stale = -1.0, 0, None, 0
     history = []
     for epoch in range(1, config.epochs + 1):
         net.train()
-        order = rng.permutation(train.users)
-        total = 0.0
-        for step in range(n_batches):
-            users = np.sort(order[step * batch_size:(step + 1) * batch_size])
-            batch = train.batch(users, device)
-            with autocast(device, dtype):
-                loss = net.loss(batch, progress=epoch - 1 + step / n_batches)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            total += float(loss.detach())
-        record = {"epoch": epoch, "loss": total / n_batches}
+        record = {"epoch": epoch}
+        for phase, optimizer, scaler in zip(phases, optimizers, scalers):
+            if phase.start is not None:
+                phase.start()
+            total = 0.0
+            for sweep in range(phase.passes):
+                order = rng.permutation(train.users)
+                for step in range(n_batches):
+                    users = np.sort(order[step * batch_size:(step + 1) * batch_size])
+                    batch = train.batch(users, device)
+                    done = (sweep * n_batches + step) / (phase.passes * n_batches)  # of this epoch's phase
+                    with autocast(device, dtype):
+                        loss = phase.loss(batch, epoch - 1 + done)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    total += float(loss.detach())
+            record.setdefault("loss", total / (phase.passes * n_batches))  # the first phase's: the objective
+            if len(phases) > 1:
+                record[f"loss_{phase.name}"] = total / (phase.passes * n_batches)
         if valid is not None and (epoch % config.eval_every == 0 or epoch == config.epochs):
             record["valid_recall@10"] = recall = valid_recall(net, valid, device, config.precision)
             if recall > best_recall:

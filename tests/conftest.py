@@ -16,6 +16,13 @@ def shared_data(name: str) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_data_cache(tmp_path_factory):
+    # Parsed data sets are cached between commands (recsys_kit.data_cache): keep the tests' own.
+    os.environ["RECSYS_KIT_CACHE"] = str(tmp_path_factory.mktemp("data-cache"))
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _few_threads():
     # Two CI cores: keep torch from oversubscribing when pytest runs things back to back.

@@ -1,12 +1,18 @@
 """synth -> cv -> submit -> validate through Typer's CliRunner, and the never-overwrite rules."""
+import io
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
+from cli.common import FitRow, progress_bar
 from cli.main import app
+from recsys_kit.config import TrainConfig
+from recsys_kit.models import REGISTRY
+from tests.conftest import two_cluster_rows
 
 runner = CliRunner()
 
@@ -88,3 +94,30 @@ def test_validate_names_each_broken_rule(contest, tmp_path):
 
 def test_synth_refuses_to_overwrite(contest):
     assert kit("synth", contest / "data", code=2).exit_code == 2
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_a_model_reports_epochs_exactly_when_it_declares_itself_iterative(name):
+    # kit cv / kit tune draw an epoch bar or a spinner from the class's `iterative`: it must be true.
+    epochs = []
+    model = REGISTRY[name](REGISTRY[name].Config(), TrainConfig(epochs=1, batch_size=16, min_steps_per_epoch=1),
+                           seed=0, device="cpu")
+    model.fit(two_cluster_rows(), on_epoch=epochs.append)
+    assert bool(epochs) == REGISTRY[name].iterative
+
+
+@pytest.mark.parametrize("iterative, shown, hidden", [
+    (True, ["fold 2 epochs", "1/60", "loss 3.25"], ["closed form"]),
+    (False, ["fold 2 fitting (closed form)"], ["/60", "epochs"]),
+])
+def test_fit_row_draws_an_epoch_bar_or_a_spinner(iterative, shown, hidden):
+    progress = progress_bar()
+    fit = FitRow(progress, iterative)
+    fit.start("fold 2", 60)
+    if iterative:
+        fit.epoch({"epoch": 1, "loss": 3.25})
+    screen = Console(record=True, width=120, file=io.StringIO())
+    screen.print(progress.make_tasks_table(progress.tasks))
+    text = screen.export_text()
+    assert all(word in text for word in shown), text
+    assert not any(word in text for word in hidden), text

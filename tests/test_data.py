@@ -90,3 +90,62 @@ def test_times_follow_the_dataset_rows(tmp_path):
     dataset = load_dataset(folder)
     assert np.array_equal(dataset.times.indices, dataset.matrix.indices)
     assert dataset.times.toarray().tolist() == [[102, 101, 0], [0, 90, 95]]
+
+
+VALID_LOGS = {
+    "plain": "user,item,time\n1,10,5\n2,10,3\n1,11,4\n",
+    "header case, spaces, extra column": " User ,ITEM,time ,rating\n1, 10 ,5,x\n2,10,3.5,y\n",
+    "columns reordered": "time,item,user\n5,10,1\n3,10,2\n",
+    "ids written as floats": "user,item,time\n1.0,10,5\n2,1e1,3\n",
+    "BOM and CRLF": "\ufeffuser,item,time\r\n1,10,5\r\n2,10,3\r\n",
+    "fractional times": "user,item,time\n1,10,0.1\n1,11,0.30000000000000004\n",
+}
+
+
+@pytest.mark.parametrize("text", VALID_LOGS.values(), ids=VALID_LOGS.keys())
+def test_typed_reader_agrees_with_the_text_reader(tmp_path, text):
+    """The fast typed read either declines (None) or returns exactly what the careful text reader does."""
+    from recsys_kit import data
+
+    path = tmp_path / "train_ratings.csv"
+    path.write_text(text, encoding="utf-8")
+    frame = data._read_table(path, data.RATINGS_COLUMNS, ",")
+    careful = [data._parse_ids(path, frame, c, allow_float=c == "time") for c in data.RATINGS_COLUMNS]
+    typed = data._read_ratings_typed(path)
+    if text == VALID_LOGS["plain"]:
+        assert typed is not None  # the common case really takes the fast path
+    if typed is not None:
+        for fast, slow in zip(typed, careful):
+            assert fast.dtype == slow.dtype and np.array_equal(fast, slow)
+
+
+def test_parsed_data_is_cached_and_never_stale(tmp_path, monkeypatch):
+    """A second load of the same files comes from the cache, equal in every array; an edited file,
+    a damaged entry or RECSYS_KIT_CACHE=off means a fresh parse."""
+    monkeypatch.setenv("RECSYS_KIT_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train_ratings.csv").write_text("user,item,time\n1,10,5\n2,10,3\n1,11,4\n2,12,9\n")
+    (data / "genres.tsv").write_text("item\tgenre\n10\tDrama\n10\tComedy\n11\tDrama\n")
+    first = load_dataset(data)
+    entries = list((tmp_path / "cache").glob("dataset-*.npz"))
+    assert len(entries) == 1
+    again = load_dataset(data)
+    for a, b in ((first.matrix, again.matrix), (first.times, again.times),
+                 (first.item_features["genres"], again.item_features["genres"])):
+        assert a.shape == b.shape and (a != b).nnz == 0 and a.dtype == b.dtype
+    assert np.array_equal(first.user_ids, again.user_ids) and np.array_equal(first.item_ids, again.item_ids)
+    assert list(again.feature_values["genres"]) == ["Comedy", "Drama"]
+    assert again.summary == first.summary and again.fingerprint() == first.fingerprint()
+
+    # The same size, written within the same clock tick: the contents decide, not the time stamp.
+    (data / "train_ratings.csv").write_text("user,item,time\n1,10,5\n2,10,3\n1,11,4\n2,13,9\n")
+    assert 13 in load_dataset(data).item_ids
+    entries[0].write_bytes(b"damaged")
+    (data / "train_ratings.csv").write_text("user,item,time\n1,10,5\n2,10,3\n1,11,4\n2,12,9\n")
+    assert np.array_equal(load_dataset(data).item_ids, first.item_ids)  # parsed again, not read
+    monkeypatch.setenv("RECSYS_KIT_CACHE", "off")
+    (data / "train_ratings.csv").write_text("user,item,time\n7,10,5\n")
+    load_dataset(data)
+    assert len(list((tmp_path / "cache").glob("dataset-*.npz"))) == 2  # the first two contents only
+    assert entries[0].read_bytes()[:2] == b"PK"  # the damaged entry was written anew

@@ -59,3 +59,19 @@ def test_folds_partition_users_and_are_seeded():
     assert np.bincount(folds).max() - np.bincount(folds).min() <= 1
     assert np.array_equal(folds, assign_folds(103, 5, seed=0))
     assert not np.array_equal(folds, assign_folds(103, 5, seed=1))
+
+
+def test_rank_within_rows_matches_lexsort():
+    """The fast two-step sort ranks exactly as np.lexsort with the row as the last key (ties included)."""
+    from recsys_kit.holdout import _rank_within_rows
+
+    rng = np.random.default_rng(3)
+    rows = np.sort(rng.integers(0, 50, 2000))
+    times = rng.integers(0, 20, 2000).astype(np.float64)  # many ties inside a row
+    tiebreak = rng.random(2000)
+    for keys in ((tiebreak, times), (tiebreak,)):
+        order = np.lexsort((*keys, rows))
+        expected = np.empty(2000, dtype=np.int64)
+        starts = np.searchsorted(rows[order], rows[order], side="left")
+        expected[order] = np.arange(2000) - starts
+        assert np.array_equal(_rank_within_rows(rows, *keys), expected)

@@ -114,8 +114,13 @@ def test_blend_of_refitted_members_gets_an_estimate_and_falls_back_when_the_gain
     dataset = tiny_dataset(n_users=90, n_items=24)
     runs_dir = tmp_path / "runs"
     shallow = ["holdout.n_random=2"]  # ten items a user: room for two levels of hiding
-    ease = run_cv(dataset, load_config(None, ["model.name=ease", "model.l2=5", *shallow]), 3, runs_dir, name="ease")
-    pop = run_cv(dataset, load_config(None, ["model.name=popularity", *shallow]), 3, runs_dir, name="pop")
+    # A sample smaller than the users, as at contest scale (10,000 of 31,360): the blend reads
+    # sample-shaped score files (this once failed as "damaged" against the run's user count).
+    refit = RefitOptions(estimate_users=40)
+    ease = run_cv(dataset, load_config(None, ["model.name=ease", "model.l2=5", *shallow]), 3, runs_dir, name="ease",
+                  refit=refit)
+    pop = run_cv(dataset, load_config(None, ["model.name=popularity", *shallow]), 3, runs_dir, name="pop", refit=refit)
+    assert len(np.load(ease / "lb_users.npy")) == 40 < dataset.n_users
     blend_dir = run_ensemble([ease, pop], runs_dir, name="blend", options=EnsembleOptions(bags=3))
     metrics = read_metrics(blend_dir)
     choice = metrics["choice"]

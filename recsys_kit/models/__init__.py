@@ -3,10 +3,12 @@ from recsys_kit.config import register_model_configs
 from recsys_kit.models.base import Recommender
 from recsys_kit.models.ease import EASE
 from recsys_kit.models.ease_recency import EASERecency
+from recsys_kit.models.ease_user import EASEUser
 from recsys_kit.models.multidae import MultiDAE
 from recsys_kit.models.multidae_side import MultiDAESide
 from recsys_kit.models.multivae import MultiVAE
 from recsys_kit.models.popularity import Popularity
+from recsys_kit.models.recvae import RecVAE
 from recsys_kit.models.sasrec import SASRec
 from recsys_kit.models.transition import Transition
 
@@ -17,8 +19,10 @@ REGISTRY: dict[str, type[Recommender]] = {
     "multivae": MultiVAE,
     "ease": EASE,
     "ease_recency": EASERecency,
+    "ease_user": EASEUser,
     "transition": Transition,
     "sasrec": SASRec,
+    "recvae": RecVAE,
 }
 # config.py builds [model] from these; it does not import the models (they import config).
 register_model_configs({name: model.Config for name, model in REGISTRY.items()})

@@ -32,6 +32,7 @@ class Recommender(ABC):
     name: str = "base"
     Config: type
     deterministic: bool = False  # True when fitting draws nothing at random (refits are then not bagged)
+    iterative: bool = True  # fit reports epochs through on_epoch; False for closed forms (the CLI shows a spinner)
 
     def __init__(self, config, train: TrainConfig | None = None, seed: int = 0, device: str = "cpu"):
         self.config = config

@@ -1,5 +1,10 @@
 """EASE (Steck 2019): a closed-form item x item model, B = I - P / diag(P) with P = (X^T X + l2 I)^-1.
 
+`dropout` p is Steck 2020's emphasised denoising (EDLAE, "Autoencoders that don't overfit towards
+the identity"): dropping each input item with probability p regularises the Gram matrix's diagonal
+by p/(1-p) times itself, P = (X^T X + diag(p/(1-p) diag(X^T X) + l2))^-1, which penalises most the
+weights of popular items, where the identity is the easiest to learn. p = 0 is Steck 2019 exactly.
+
 The item x item matrix is the only large object (items^2 floats). The inversion runs through
 torch's LAPACK (MKL on CPU, cuSOLVER on a GPU) in place on the Gram matrix: SciPy's bundled
 32-bit-integer OpenBLAS segfaults in `dpotrf` above about 15.5k items, and NumPy offers no
@@ -18,6 +23,7 @@ fit peaks at 177 MB instead of 530 MB.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -48,14 +54,23 @@ class EASEConfig:
     # twice as fast, the same top-10) | auto = float32, float64 if float32's Cholesky fails.
     # The weights are float32 either way.
     precision: str = "auto"
+    # EDLAE input dropout p (Steck 2020): the Gram diagonal gets p/(1-p) x itself on top of l2; 0 = off.
+    dropout: float = 0.0
 
     def __post_init__(self):
-        if not self.l2 > 0:
-            raise DataError(f"[model] l2 must be > 0 (EASE inverts X^T X + l2 I), got {self.l2}")
+        check_solve_options(self.l2, self.dropout, self.precision)
         if self.min_item_users < 1:
             raise DataError(f"[model] min_item_users must be >= 1, got {self.min_item_users}")
-        if self.precision not in PRECISIONS:
-            raise DataError(f"[model] precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+
+def check_solve_options(l2: float, dropout: float, precision: str) -> None:
+    """The options every EASE-family closed form shares (item or user side)."""
+    if not l2 > 0:
+        raise DataError(f"[model] l2 must be > 0 (EASE inverts a Gram matrix + l2 I), got {l2}")
+    if not 0 <= dropout < 1:
+        raise DataError(f"[model] dropout must be in [0, 1) (the diagonal gets p/(1-p) x itself), got {dropout}")
+    if precision not in PRECISIONS:
+        raise DataError(f"[model] precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
 
 def solve_dtype(precision: str, device: str) -> type:
@@ -65,10 +80,11 @@ def solve_dtype(precision: str, device: str) -> type:
     return {"float64": np.float64, "float32": np.float32}[precision]
 
 
-def gram_matrix(rows: sp.csr_matrix, l2: float, dtype=np.float64) -> np.ndarray:
+def gram_matrix(rows: sp.csr_matrix, l2: float, dtype=np.float64, dropout: float = 0.0) -> np.ndarray:
     """X^T X + l2 I as dense `dtype`, built a block of item columns at a time, so the sparse
     product never holds more than items x GRAM_BLOCK entries (computed in float64 and rounded
-    once, so a float32 Gram matrix is float64's rounded)."""
+    once, so a float32 Gram matrix is float64's rounded). With dropout p the diagonal d becomes
+    d + p/(1-p) d + l2 = d/(1-p) + l2, also rounded once."""
     x = rows.astype(np.float64).tocsc()
     x_t = x.T.tocsr()
     n = x.shape[1]
@@ -76,7 +92,11 @@ def gram_matrix(rows: sp.csr_matrix, l2: float, dtype=np.float64) -> np.ndarray:
     for start in range(0, n, GRAM_BLOCK):
         stop = min(start + GRAM_BLOCK, n)
         gram[:, start:stop] = (x_t @ x[:, start:stop]).toarray()
-    gram[np.diag_indices_from(gram)] += l2
+    if dropout:
+        diagonal = np.asarray(x.multiply(x).sum(axis=0), dtype=np.float64).ravel()
+        gram[np.diag_indices_from(gram)] = diagonal / (1.0 - dropout) + l2
+    else:  # the p = 0 path kept as it was, so plain EASE stays bit-identical
+        gram[np.diag_indices_from(gram)] += l2
     return gram
 
 
@@ -88,14 +108,7 @@ def fit_bytes(n_items: int, dtype=np.float64) -> int:
 def check_fit_memory(item_users: np.ndarray, min_item_users: int, device: str, dtype=np.float64) -> None:
     """Refuse, before allocating, a fit that would not fit in memory; say what would fit."""
     n_items = int((item_users >= min_item_users).sum())
-    if device == "cuda":
-        free = torch.cuda.mem_get_info()[0]
-        cell = np.dtype(dtype).itemsize  # the solve's matrix lives on the GPU; the result comes back
-        where = "GPU memory free"
-    else:
-        free = available_bytes()
-        cell = CELL_BYTES[dtype]
-        where = "memory available on this machine"
+    free, cell, where = solve_memory(device, dtype)
     need = n_items * n_items * cell
     if free is None or need <= free:
         return
@@ -109,6 +122,33 @@ def check_fit_memory(item_users: np.ndarray, min_item_users: int, device: str, d
     raise DataError(f"EASE on {n_items:,} items needs about {gib(need)} (items^2 x "
                     f"{cell} bytes) but only {gib(free)} is "
                     f"{where}; fit on fewer items: {options}")
+
+
+def solve_memory(device: str, dtype) -> tuple[int | None, int, str]:
+    """(bytes free, bytes per cell of the solve's square matrix at its peak, where) for a solve on
+    `device` in `dtype`; free is None when unknown."""
+    if device == "cuda":
+        # the solve's matrix lives on the GPU; the result comes back
+        return torch.cuda.mem_get_info()[0], np.dtype(dtype).itemsize, "GPU memory free"
+    return available_bytes(), CELL_BYTES[dtype], "memory available on this machine"
+
+
+def solve(gram_of: Callable[[type], np.ndarray], finish: Callable, precision: str, device: str,
+          check_memory: Callable[[type], None]) -> tuple[np.ndarray, type]:
+    """(finish(gram_of(dtype), device), dtype) in `precision`'s float type; auto retries a float32
+    Cholesky that finds the matrix not positive definite in float64. check_memory(dtype) runs
+    before each matrix is built."""
+    dtype = solve_dtype(precision, device)
+    check_memory(dtype)
+    try:
+        return finish(gram_of(dtype), device), dtype
+    except np.linalg.LinAlgError:
+        if precision != "auto" or dtype is np.float64:
+            raise
+    # Past the except clause the failed matrix is no longer referenced (by the traceback) and is freed.
+    # float32 lost the matrix's smallest eigenvalues (a tiny l2 beside large counts): float64.
+    check_memory(np.float64)
+    return finish(gram_of(np.float64), device), np.float64
 
 
 def invert_in_place(gram: np.ndarray | torch.Tensor) -> None:
@@ -146,6 +186,21 @@ def ease_weights(gram: np.ndarray, device: str = "cpu") -> np.ndarray:
     return ease_weights_on(gram, device)
 
 
+def gram_inverse(gram: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """P = G^-1 (float32), solved in G's float type; on CPU G is consumed (inverted in place)."""
+    if device == "cpu":
+        invert_in_place(gram)
+        return gram.astype(np.float32, copy=False)
+    return gram_inverse_on(gram, device)
+
+
+def gram_inverse_on(gram: np.ndarray, device: str) -> np.ndarray:
+    """The same with the matrix uploaded to a torch device in G's float type (G is left as it was)."""
+    tensor = torch.from_numpy(gram).to(device=device, copy=True)
+    invert_in_place(tensor)
+    return tensor.to(torch.float32).cpu().numpy()
+
+
 def ease_weights_on(gram: np.ndarray, device: str) -> np.ndarray:
     """The same with the matrix uploaded to a torch device in G's float type (G is left as it was)."""
     tensor = torch.from_numpy(gram).to(device=device, copy=True)
@@ -158,6 +213,7 @@ def ease_weights_on(gram: np.ndarray, device: str) -> np.ndarray:
 class EASE(Recommender):
     name = "ease"
     deterministic = True  # the same fit for every seed: nothing to bag
+    iterative = False  # closed form: no epochs
     Config = EASEConfig
 
     def fit(self, train, side=None, valid=None, on_epoch=None):
@@ -165,26 +221,18 @@ class EASE(Recommender):
         rows = check_rows(train, None, "train")
         self.n_items = rows.shape[1]
         item_users = np.bincount(rows.indices, minlength=self.n_items)
-        dtype = solve_dtype(self.config.precision, self.device)
-        check_fit_memory(item_users, self.config.min_item_users, self.device, dtype)
         self.modelled = np.flatnonzero(item_users >= self.config.min_item_users)
         if len(self.modelled) == self.n_items:
             self.modelled = None  # every item: no column selection at scoring time
         fitted_rows = rows if self.modelled is None else rows[:, self.modelled]
-        try:
-            self.weights = ease_weights(gram_matrix(fitted_rows, self.config.l2, dtype), self.device)
-        except np.linalg.LinAlgError:
-            if self.config.precision != "auto" or dtype is np.float64:
-                raise
-            self.weights = None  # retried below, once the failed matrix is no longer referenced
-        if self.weights is None:
-            # float32 lost the matrix's smallest eigenvalues (a tiny l2 beside large counts): float64.
-            dtype = np.float64
-            check_fit_memory(item_users, self.config.min_item_users, self.device, dtype)
-            self.weights = ease_weights(gram_matrix(fitted_rows, self.config.l2, dtype), self.device)
+        self.weights, dtype = solve(
+            lambda dtype: gram_matrix(fitted_rows, self.config.l2, dtype, self.config.dropout), ease_weights,
+            self.config.precision, self.device,
+            lambda dtype: check_fit_memory(item_users, self.config.min_item_users, self.device, dtype))
         self._weights_on_device = None  # uploaded on the first GPU scoring call
         n_fitted = self.weights.shape[0]
         self.summary.update({"items": self.n_items, "items_fitted": n_fitted, "l2": self.config.l2,
+                             "dropout": self.config.dropout,
                              "solve_precision": np.dtype(dtype).name,
                              "item_item_mb": round(self.weights.nbytes / 2**20, 2),
                              "fit_peak_mb": round(fit_bytes(n_fitted, dtype) / 2**20, 2)})

@@ -14,6 +14,7 @@ class PopularityConfig:
 class Popularity(Recommender):
     name = "popularity"
     deterministic = True  # the same fit for every seed: nothing to bag
+    iterative = False  # counting: no epochs
     Config = PopularityConfig
 
     def fit(self, train, side=None, valid=None, on_epoch=None):

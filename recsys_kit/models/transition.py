@@ -101,6 +101,7 @@ def recent_weights(inputs: Interactions, k_recent: int, recent_decay: float) -> 
 class Transition(Recommender):
     name = "transition"
     deterministic = True  # counting: the same fit for every seed
+    iterative = False  # counting: no epochs
     Config = TransitionConfig
 
     def fit(self, train, side=None, valid=None, on_epoch=None):
