@@ -1,4 +1,5 @@
-"""A parsed data set kept between commands, so a contest-scale `kit cv` starts in seconds.
+"""A parsed data set (and its holdout) kept between commands, so a contest-scale `kit cv` starts
+in seconds.
 
 Parsing a 5M-row log and building its matrices takes seconds each time a team runs a command on
 the same files. The parsed arrays go to one uncompressed .npz per data folder state, keyed by each
@@ -52,6 +53,51 @@ def _entry(files: list[Path]) -> Path | None:
         return None
 
 
+def array_key(*parts) -> str:
+    """A digest of arrays and plain values (the inputs of a derived result, such as a holdout)."""
+    digest = hashlib.sha256(f"format {FORMAT}".encode())
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            digest.update(f"{part.dtype}{part.shape}".encode() + np.ascontiguousarray(part).tobytes())
+        else:
+            digest.update(repr(part).encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:24]
+
+
+def load_arrays(kind: str, key: str) -> dict[str, np.ndarray] | None:
+    folder = cache_dir()
+    entry = None if folder is None else folder / f"{kind}-{key}.npz"
+    if entry is None or not entry.is_file():
+        return None
+    try:
+        with np.load(entry, allow_pickle=False) as saved:
+            return dict(saved)
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def store_arrays(kind: str, key: str, arrays: dict[str, np.ndarray]) -> None:
+    folder = cache_dir()
+    if folder is None:
+        return
+    _write(folder / f"{kind}-{key}.npz", arrays, f"{kind}-*.npz")
+
+
+def _write(entry: Path, arrays: dict, pattern: str) -> None:
+    """entry.npz written under a temporary name, then renamed; the oldest beyond KEEP removed."""
+    tmp = entry.with_name(f"{entry.stem}.{os.getpid()}.tmp.npz")
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, **arrays)
+        os.replace(tmp, entry)
+        entries = sorted(entry.parent.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in entries[KEEP:]:
+            old.unlink(missing_ok=True)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
 def load(files: list[Path]):
     """The Dataset parsed from exactly these files before, or None."""
     from recsys_kit.data import Dataset
@@ -91,13 +137,4 @@ def store(files: list[Path], dataset) -> None:
         arrays[f"f_{name}_labels"] = np.asarray(dataset.feature_values[name], dtype=str)
     meta = {"shape": list(dataset.matrix.shape), "summary": dataset.summary,
             "features": {name: m.shape[1] for name, m in dataset.item_features.items()}}
-    tmp = entry.with_name(f"{entry.stem}.{os.getpid()}.tmp.npz")
-    try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
-        os.replace(tmp, entry)
-        entries = sorted(entry.parent.glob("dataset-*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in entries[KEEP:]:
-            old.unlink(missing_ok=True)
-    except OSError:
-        tmp.unlink(missing_ok=True)
+    _write(entry, {"meta": np.array(json.dumps(meta)), **arrays}, "dataset-*.npz")

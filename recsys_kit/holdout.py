@@ -5,12 +5,14 @@ holdout hides the same, so out-of-fold Recall@10 measures the task that is score
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
+from recsys_kit import data_cache
 from recsys_kit.config import HoldoutConfig
 
 
@@ -77,6 +79,27 @@ def contest_holdout(matrix: sp.csr_matrix, times: sp.csr_matrix | None, config: 
     n_users = matrix.shape[0]
     lengths = np.diff(matrix.indptr)
     row_of_entry = np.repeat(np.arange(n_users), lengths)
+    # The draws take seconds at contest scale (two sorts of every entry): the same log, settings
+    # and seed give the same draws, so they are kept between commands (recsys_kit.data_cache).
+    key = data_cache.array_key(matrix.indptr, matrix.indices, times.data, dataclasses.astuple(config), seed)
+    drawn = data_cache.load_arrays("holdout", key)
+    if drawn is None or len(drawn.get("time_rank", ())) != matrix.nnz:
+        drawn = dict(zip(("time_rank", "is_tail", "is_target"),
+                         _draw(matrix, times, config, seed, lengths, row_of_entry)))
+        data_cache.store_arrays("holdout", key, drawn)
+    time_rank, is_tail, is_target = drawn["time_rank"], drawn["is_tail"], drawn["is_target"]
+
+    def part(mask: np.ndarray, data: np.ndarray) -> sp.csr_matrix:
+        indptr = np.r_[0, np.cumsum(np.bincount(row_of_entry[mask], minlength=n_users))]
+        return sp.csr_matrix((data[mask], matrix.indices[mask], indptr), shape=matrix.shape)
+
+    return Holdout(input=part(~is_target, matrix.data), target=part(is_target, matrix.data),
+                   input_times=part(~is_target, times.data), order=time_rank,
+                   input_order=time_rank[~is_target], target_is_last=is_tail[is_target])
+
+
+def _draw(matrix, times, config: HoldoutConfig, seed: int, lengths, row_of_entry):
+    """(each entry's rank in its user's time order, is it the time tail, is it a target)."""
     rng = np.random.default_rng(derive_seed(seed, "holdout"))
     # Ties in time are broken at random (many logs stamp a session with one time).
     tiebreak = rng.random(matrix.nnz)
@@ -88,15 +111,7 @@ def contest_holdout(matrix: sp.csr_matrix, times: sp.csr_matrix | None, config: 
     random_key = rng.random(matrix.nnz) + is_tail * 2.0  # tail entries sort last, never drawn
     random_rank = _rank_within_rows(row_of_entry, random_key)
     is_random = ~is_tail & (random_rank < n_random[row_of_entry])
-    is_target = is_tail | is_random
-
-    def part(mask: np.ndarray, data: np.ndarray) -> sp.csr_matrix:
-        indptr = np.r_[0, np.cumsum(np.bincount(row_of_entry[mask], minlength=n_users))]
-        return sp.csr_matrix((data[mask], matrix.indices[mask], indptr), shape=matrix.shape)
-
-    return Holdout(input=part(~is_target, matrix.data), target=part(is_target, matrix.data),
-                   input_times=part(~is_target, times.data), order=time_rank,
-                   input_order=time_rank[~is_target], target_is_last=is_tail[is_target])
+    return time_rank, is_tail, is_tail | is_random
 
 
 def assign_folds(n_users: int, k: int, seed: int) -> np.ndarray:

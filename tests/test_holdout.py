@@ -75,3 +75,30 @@ def test_rank_within_rows_matches_lexsort():
         starts = np.searchsorted(rows[order], rows[order], side="left")
         expected[order] = np.arange(2000) - starts
         assert np.array_equal(_rank_within_rows(rows, *keys), expected)
+
+
+def test_cached_draws_give_the_same_holdout(tmp_path, monkeypatch):
+    """The holdout's draws are kept between commands: the second call reads them and builds the
+    same holdout as a fresh draw; other settings or another seed are other entries."""
+    import scipy.sparse as sp
+
+    from recsys_kit.config import HoldoutConfig
+    from recsys_kit.holdout import contest_holdout
+
+    rng = np.random.default_rng(5)
+    matrix = sp.random(60, 40, density=0.3, format="csr", random_state=1, dtype=np.float32)
+    matrix.data[:] = 1
+    times = matrix.copy()
+    times.data = rng.integers(0, 9, matrix.nnz).astype(np.float64)  # ties: the random tie-break matters
+    monkeypatch.setenv("RECSYS_KIT_CACHE", "off")
+    fresh = contest_holdout(matrix, times, HoldoutConfig(), seed=3)
+    monkeypatch.setenv("RECSYS_KIT_CACHE", str(tmp_path))
+    first, again = (contest_holdout(matrix, times, HoldoutConfig(), seed=3) for _ in range(2))
+    assert len(list(tmp_path.glob("holdout-*.npz"))) == 1
+    for holdout in (first, again):
+        assert (holdout.target != fresh.target).nnz == 0 and (holdout.input != fresh.input).nnz == 0
+        assert np.array_equal(holdout.order, fresh.order)
+        assert np.array_equal(holdout.target_is_last, fresh.target_is_last)
+    contest_holdout(matrix, times, HoldoutConfig(), seed=4)
+    contest_holdout(matrix, times, HoldoutConfig(n_random=2), seed=3)
+    assert len(list(tmp_path.glob("holdout-*.npz"))) == 3
