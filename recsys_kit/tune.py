@@ -371,7 +371,8 @@ def _plots(study: optuna.Study, study_dir: Path, with_importances: bool) -> tupl
     try:
         import matplotlib
     except ImportError:
-        return (), "plots skipped: matplotlib is not installed (pip install 'recsys-kit[viz]')"
+        return (), ("plots skipped: matplotlib is not installed (a dependency of recsys-kit: "
+                    "reinstall it with pip install -e .)")
     if "matplotlib.pyplot" not in sys.modules:
         matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt

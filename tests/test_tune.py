@@ -70,8 +70,11 @@ def kit(*args, code=0):
 def worker(root: Path, trials: int, study: str, *extra, log: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     out = open(root / f"{log}.log", "w")
+    # A test run started in the background of a script inherits SIGINT ignored, and so would
+    # every worker: give the workers Ctrl-C's default so the test's SIGINT reaches them.
     return subprocess.Popen([sys.executable, "-m", "cli.main", *tune_args(root, trials, study, *extra)],
-                            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+                            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def finish(proc: subprocess.Popen, root: Path, log: str, code: int = 0, timeout: float = 150) -> None:
