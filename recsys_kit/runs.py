@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys_kit.errors import DataError, os_error
-from recsys_kit.score_file import ScoreFile
+from recsys_kit.score_file import ScoreFile, npy_header
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][\w.-]*")  # one directory name: no slash, no leading dot or dash
 
@@ -150,12 +150,7 @@ def _npy_header(path: Path) -> tuple[tuple, np.dtype, int]:
     if not path.is_file():
         raise _damaged(path, "missing" if not path.exists() else "not a regular file")
     try:
-        with open(path, "rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0)
-            shape, fortran_order, dtype = read(handle)
-            offset = handle.tell()
+        shape, fortran_order, dtype, offset = npy_header(path)
     except (ValueError, OSError, SyntaxError, EOFError):
         raise _damaged(path, "not a NumPy .npy file (its header does not read)") from None
     if dtype.hasobject:

@@ -19,17 +19,23 @@ import numpy as np
 DTYPE = np.dtype(np.float32)
 
 
+def npy_header(path: Path) -> tuple[tuple, bool, np.dtype, int]:
+    """(shape, fortran_order, dtype, data offset) from a .npy file's header; ValueError, SyntaxError
+    or EOFError when it is not one."""
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                else np.lib.format.read_array_header_2_0)
+        shape, fortran_order, dtype = read(handle)
+        return shape, fortran_order, dtype, handle.tell()
+
+
 class ScoreFile:
     _fd: int | None = None  # set once the file is open (a failed open leaves nothing to close)
 
     def __init__(self, path: Path, writable: bool = False):
         self.path = Path(path)
-        with open(self.path, "rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0)
-            shape, fortran_order, dtype = read(handle)
-            self.offset = handle.tell()
+        shape, fortran_order, dtype, self.offset = npy_header(self.path)
         if len(shape) != 2 or fortran_order or dtype != DTYPE:
             raise ValueError(f"{self.path}: expected a C-order float32 matrix, found {dtype} {shape}")
         self.shape: tuple[int, int] = (int(shape[0]), int(shape[1]))
