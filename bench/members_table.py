@@ -7,7 +7,8 @@ Runs `run_cv` for each model (the test scores from one refit on every public row
 estimate: the table is about OOF), then `run_ensemble` of all of them with the fitted blend and
 with the slot-reserving blend. Prints per model OOF Recall@10 mean +- std, NDCG@10, Recall@10 on
 the time-tail item alone and on the random picks alone, wall seconds; per blend its held-out-half
-Recall@10 next to the best member's on the same half; and the blend's OOF over EASE's. Writes JSON
+Recall@10 next to the best member's on the same half; the blend's OOF over EASE's; and per run the
+time-consistency filter's OOF Recall@10 off and at its fitted margin. Writes JSON
 (`--out`, default bench/results/members-<data name>.json). Finished runs in `--work` are reused.
 Library calls only (no optuna), so it also runs on a GPU machine without the CLI's extras.
 """
@@ -115,6 +116,14 @@ def main() -> None:
     for row in rows:
         if "half" in row:
             print(f"{row['model']}: choice {row['choice']}, weights {row['weights']}, slots {row['slots']}")
+    for row in rows:  # the time-consistency filter, fitted on each run's OOF (in-sample: a small grid of margins)
+        fitted = row.get("time_filter") or {}
+        if "recall@10_off" in fitted:
+            margin = "none kept" if fitted.get("margin") is None else f"margin {fitted['margin']:g}"
+            half = fitted.get("holdout_half")
+            half_text = f"; fitted on half A, on half B {half['gain']:+.4f}" if half else ""
+            print(f"time filter {row['model']}: {fitted['recall@10_off']:.4f} -> {fitted['recall@10']:.4f} "
+                  f"({margin}, gain {fitted['gain']:+.4f}{half_text})")
     print(f"wrote {out}")
 
 

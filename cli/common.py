@@ -144,8 +144,10 @@ def time_filter_line(metrics: dict) -> str:
         return ""
     if fitted.get("margin") is None:
         return f"; time filter: off ({fitted.get('reason') or 'no margin raised OOF Recall@10'})"
+    half = fitted.get("holdout_half")  # fitted on half the users, scored on the rest: not in-sample
+    half_text = f"; on held-out users {half['gain']:+.4f}" if half else ""
     return (f"; time filter: margin {fitted['margin']:g} takes OOF Recall@10 {fitted['recall@10_off']:.4f} -> "
-            f"{fitted['recall@10']:.4f} (apply with kit submit --time-filter)")
+            f"{fitted['recall@10']:.4f}{half_text} (apply with kit submit --time-filter)")
 
 
 def package_version() -> str:

@@ -51,12 +51,15 @@ def test_fit_margin_turns_the_filter_on_when_late_items_are_never_hidden():
     assert fitted["margin"] is not None and fitted["gain"] > 0.2
     assert fitted["margin"] <= 100.0 - 40.0  # pushes the late block for most users
     assert {entry["margin"] for entry in fitted["tried"]} >= {"off", 0.0}
+    half = fitted["holdout_half"]  # fitted on half the users, scored on the other half
+    assert half["margin"] is not None and half["gain"] > 0.2
 
 
 def test_fit_margin_keeps_the_filter_off_when_late_items_are_the_answers():
     scores, target, last_time, first_seen = planted(late_is_target=True)
     fitted = fit_margin(scores, target, last_time, first_seen)
     assert fitted["margin"] is None and fitted["gain"] == 0
+    assert fitted["holdout_half"]["margin"] is None and fitted["holdout_half"]["gain"] == 0
 
 
 def release_log(seed=0):
