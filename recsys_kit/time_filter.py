@@ -123,8 +123,8 @@ def fit_margin(scores, target: sp.csr_matrix, last_time: np.ndarray, first_seen:
     per_user = {"off": _recall_per_user(scores, target, users, last_time, first_seen, None)}
     for margin in margins:
         per_user[margin] = _recall_per_user(scores, target, users, last_time, first_seen, margin)
-    best = _best_margin({key: summarize(values) for key, values in per_user.items()})
     recall = {key: summarize(values) for key, values in per_user.items()}
+    best = _best_margin(recall)
     half_a = np.arange(len(users)) % 2 == 0
     best_on_a = _best_margin({key: summarize(values[half_a]) for key, values in per_user.items()})
     on_b, off_b = summarize(per_user[best_on_a][~half_a]), summarize(per_user["off"][~half_a])
