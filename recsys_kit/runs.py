@@ -181,10 +181,20 @@ def load_scores(run_dir: Path, name: str, users: int | None = None) -> ScoreFile
     instead of every user for a matrix of a user sample, such as the leaderboard estimate's)."""
     path = Path(run_dir) / name
     if not path.exists():
+        if name.startswith("test_scores") and _refit_mode(run_dir) == "none":
+            raise DataError(f"{Path(run_dir)}: made with `kit cv --refit none`, so it has OOF scores but no "
+                            "test scores to blend or submit; rerun that `kit cv` without --refit none")
         raise DataError(f"{path}: missing; {Path(run_dir)} is not a finished run (rerun `kit cv`)")
     shape = run_shape(run_dir)
     _check_npy(path, shape if users is None else (users, shape[1]), "f", itemsize=4)
     return ScoreFile(path)
+
+
+def _refit_mode(run_dir: Path) -> str | None:
+    try:  # only to word the error: a damaged metrics.json gets the plain "missing" message
+        return (json.loads((Path(run_dir) / "metrics.json").read_text()).get("refit") or {}).get("mode")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def load_ids(run_dir: Path, name: str) -> np.ndarray:

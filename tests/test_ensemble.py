@@ -256,6 +256,21 @@ def test_refuses_runs_that_do_not_line_up(tmp_path):
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
 
 
+def test_refuses_an_oof_only_run_and_names_the_fix(tmp_path):
+    rng, seen, target, folds = random_setup()
+    scores = masked(rng.normal(size=seen.shape), seen)
+    base = fake_run(tmp_path / "base", scores, seen, target, folds)
+    oof_only = fake_run(tmp_path / "oof_only", scores, seen, target, folds)
+    (oof_only / "test_scores.npy").unlink()  # what `kit cv --refit none` leaves
+    metrics = json.loads((oof_only / "metrics.json").read_text())
+    runs.write_json(oof_only / "metrics.json", {**metrics, "refit": {"mode": "none"}})
+    with pytest.raises(DataError, match="--refit none") as err:
+        check_compatible([base, oof_only])
+    assert str(oof_only) in str(err.value) and "rerun that `kit cv` without --refit none" in str(err.value)
+    result = kit("submit", oof_only, "--out", tmp_path / "sub.csv", code=2)  # the same words at submit
+    assert "without --refit none" in result.output and not (tmp_path / "sub.csv").exists()
+
+
 # ---------------------------------------------------------------------------- memory
 
 def test_peak_memory_does_not_grow_with_members(tmp_path):
