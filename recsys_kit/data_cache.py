@@ -43,13 +43,10 @@ def cache_key(files: list[Path]) -> str:
     return digest.hexdigest()[:24]
 
 
-def _entry(files: list[Path]) -> Path | None:
-    folder = cache_dir()
-    if folder is None:
-        return None
+def _files_key(files: list[Path]) -> str | None:
     try:
-        return folder / f"dataset-{cache_key(files)}.npz"
-    except OSError:
+        return cache_key(files)
+    except OSError:  # a file vanished or cannot be read: no cache, the parser says what is wrong
         return None
 
 
@@ -65,9 +62,9 @@ def array_key(*parts) -> str:
     return digest.hexdigest()[:24]
 
 
-def load_arrays(kind: str, key: str) -> dict[str, np.ndarray] | None:
+def load_arrays(kind: str, key: str | None) -> dict[str, np.ndarray] | None:
     folder = cache_dir()
-    entry = None if folder is None else folder / f"{kind}-{key}.npz"
+    entry = None if folder is None or key is None else folder / f"{kind}-{key}.npz"
     if entry is None or not entry.is_file():
         return None
     try:
@@ -102,12 +99,12 @@ def load(files: list[Path]):
     """The Dataset parsed from exactly these files before, or None."""
     from recsys_kit.data import Dataset
 
-    entry = _entry(files)
-    if entry is None or not entry.is_file():
+    if cache_dir() is None:  # off: not even the files' digest
+        return None
+    arrays = load_arrays("dataset", _files_key(files))
+    if arrays is None:
         return None
     try:
-        with np.load(entry, allow_pickle=False) as saved:
-            arrays = dict(saved)
         meta = json.loads(str(arrays.pop("meta")))
         shape = tuple(meta["shape"])
         indptr, indices = arrays.pop("indptr"), arrays.pop("indices")
@@ -127,8 +124,8 @@ def load(files: list[Path]):
 
 def store(files: list[Path], dataset) -> None:
     """Keep the parsed Dataset for the next command on the same files (best effort)."""
-    entry = _entry(files)
-    if entry is None:
+    key = None if cache_dir() is None else _files_key(files)
+    if key is None:
         return
     arrays = {"indptr": dataset.matrix.indptr, "indices": dataset.matrix.indices,
               "times": dataset.times.data, "user_ids": dataset.user_ids, "item_ids": dataset.item_ids}
@@ -137,4 +134,4 @@ def store(files: list[Path], dataset) -> None:
         arrays[f"f_{name}_labels"] = np.asarray(dataset.feature_values[name], dtype=str)
     meta = {"shape": list(dataset.matrix.shape), "summary": dataset.summary,
             "features": {name: m.shape[1] for name, m in dataset.item_features.items()}}
-    _write(entry, {"meta": np.array(json.dumps(meta)), **arrays}, "dataset-*.npz")
+    store_arrays("dataset", key, {"meta": np.array(json.dumps(meta)), **arrays})

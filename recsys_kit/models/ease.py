@@ -176,38 +176,34 @@ def cholesky_in_place(gram: np.ndarray | torch.Tensor) -> torch.Tensor:
 def ease_weights(gram: np.ndarray, device: str = "cpu") -> np.ndarray:
     """B (float32) from G = X^T X + l2 I, solved in G's own float type (float64 or float32); on
     CPU G is consumed (inverted in place; a float32 G becomes B itself, with no copy)."""
-    if device == "cpu":
-        invert_in_place(gram)
-        inverse = gram
-        diagonal = np.diag(inverse).copy()
-        inverse /= -diagonal  # broadcasts over rows: column j divided by -P[j, j]
-        np.fill_diagonal(inverse, 0.0)
-        return inverse.astype(np.float32, copy=False)
-    return ease_weights_on(gram, device)
+    return gram_inverse(gram, device, ease_form=True)
 
 
-def gram_inverse(gram: np.ndarray, device: str = "cpu") -> np.ndarray:
-    """P = G^-1 (float32), solved in G's float type; on CPU G is consumed (inverted in place)."""
-    if device == "cpu":
-        invert_in_place(gram)
-        return gram.astype(np.float32, copy=False)
-    return gram_inverse_on(gram, device)
+def gram_inverse(gram: np.ndarray, device: str = "cpu", ease_form: bool = False) -> np.ndarray:
+    """P = G^-1 (float32), solved in G's float type; on CPU G is consumed (inverted in place).
+    `ease_form`: EASE's B = -P / diag(P) with a zero diagonal instead of P."""
+    if device != "cpu":
+        return gram_inverse_on(gram, device, ease_form)
+    invert_in_place(gram)
+    if ease_form:
+        gram /= -np.diag(gram).copy()  # broadcasts over rows: column j divided by -P[j, j]
+        np.fill_diagonal(gram, 0.0)
+    return gram.astype(np.float32, copy=False)
 
 
-def gram_inverse_on(gram: np.ndarray, device: str) -> np.ndarray:
+def gram_inverse_on(gram: np.ndarray, device: str, ease_form: bool = False) -> np.ndarray:
     """The same with the matrix uploaded to a torch device in G's float type (G is left as it was)."""
     tensor = torch.from_numpy(gram).to(device=device, copy=True)
     invert_in_place(tensor)
+    if ease_form:
+        tensor /= -torch.diagonal(tensor).clone()
+        tensor.fill_diagonal_(0.0)
     return tensor.to(torch.float32).cpu().numpy()
 
 
 def ease_weights_on(gram: np.ndarray, device: str) -> np.ndarray:
-    """The same with the matrix uploaded to a torch device in G's float type (G is left as it was)."""
-    tensor = torch.from_numpy(gram).to(device=device, copy=True)
-    invert_in_place(tensor)
-    tensor /= -torch.diagonal(tensor).clone()
-    tensor.fill_diagonal_(0.0)
-    return tensor.to(torch.float32).cpu().numpy()
+    """ease_weights on a torch device (G is left as it was)."""
+    return gram_inverse_on(gram, device, ease_form=True)
 
 
 class EASE(Recommender):
