@@ -36,7 +36,7 @@ def _header(handle, shape) -> None:
 
 def synthesise(root: Path, users: int, items: int, members: int, seed: int = 0, chunk: int = 2048) -> list[Path]:
     """Fake run directories with OOF scores; test scores are a hard link to the same file."""
-    from recsys_kit import runs
+    from recsys_kit import files
 
     rng = np.random.default_rng(seed)
     dirs = [root / f"member{m}" for m in range(members)]
@@ -71,15 +71,15 @@ def synthesise(root: Path, users: int, items: int, members: int, seed: int = 0, 
     folds = (np.random.default_rng(seed + 1).permutation(users) % 5).astype(np.int16)
     for m, d in enumerate(dirs):
         os.link(d / "oof_scores.npy", d / "test_scores.npy")
-        runs.write_json(d / "data.json", {"fingerprint": "synthetic", "holdout_fingerprint": "synthetic",
+        files.write_json(d / "data.json", {"fingerprint": "synthetic", "holdout_fingerprint": "synthetic",
                                           "folds_fingerprint": "synthetic", "users": users, "items": items})
-        runs.write_json(d / "metrics.json", {"model": f"synthetic-{m}", "recall@10": {"mean": 0, "std": 0},
+        files.write_json(d / "metrics.json", {"model": f"synthetic-{m}", "recall@10": {"mean": 0, "std": 0},
                                              "ndcg@10": {"mean": 0, "std": 0}})
-        runs.save_npy(d / "folds.npy", folds)
-        runs.save_npy(d / "user_ids.npy", np.arange(users, dtype=np.int64))
-        runs.save_npy(d / "item_ids.npy", np.arange(items, dtype=np.int64))
-        runs.save_sparse(d / "holdout_input.npz", seen)
-        runs.save_sparse(d / "holdout_target.npz", target)
+        files.save_npy(d / "folds.npy", folds)
+        files.save_npy(d / "user_ids.npy", np.arange(users, dtype=np.int64))
+        files.save_npy(d / "item_ids.npy", np.arange(items, dtype=np.int64))
+        files.save_sparse(d / "holdout_input.npz", seen)
+        files.save_sparse(d / "holdout_target.npz", target)
     return dirs
 
 
@@ -90,15 +90,15 @@ def _rss_mb() -> float:
 
 def child(mode: str, dirs: list[Path], out: Path, normalize: str, chunk: int) -> dict:
     """One measurement, in this (fresh) process."""
-    from recsys_kit import runs
-    from recsys_kit.ensemble import EnsembleOptions, Member, blend_file, run_ensemble
-    from recsys_kit.scores import blend_blocks, normalize_rows
+    from recsys_kit.runs import store
+    from recsys_kit.blending.ensemble import EnsembleOptions, Member, blend_file, run_ensemble
+    from recsys_kit.blending.arithmetic import blend_blocks, normalize_rows
 
     baseline = _rss_mb()
     started = time.perf_counter()
     weights = np.full(len(dirs), 1.0 / len(dirs))
     if mode == "chunked":
-        members = [Member(d, runs.read_json(d / "data.json"), {}) for d in dirs]
+        members = [Member(d, store.read_json(d / "data.json"), {}) for d in dirs]
         blend_file(members, "test_scores.npy", out, weights,
                    EnsembleOptions(method="mean", normalize=normalize, chunk=chunk))
     elif mode == "naive":
@@ -112,7 +112,7 @@ def child(mode: str, dirs: list[Path], out: Path, normalize: str, chunk: int) ->
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     result = {"wall_s": round(wall, 2), "peak_rss_mb": round(peak, 1), "rss_after_imports_mb": round(baseline, 1)}
     if mode == "ensemble":
-        metrics = runs.read_json(out / "metrics.json")
+        metrics = store.read_json(out / "metrics.json")
         result.update(weights=[round(w, 3) for w in metrics["weights"]],
                       holdout_half_recall=round(metrics["holdout_half"]["recall@10"], 4),
                       members_holdout_half_recall=[round(m["holdout_half"]["recall@10"], 4)

@@ -49,18 +49,19 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from recsys_kit import runs  # noqa: E402
+from recsys_kit import files  # noqa: E402
 from recsys_kit.config import TrainConfig, from_dict, load_config  # noqa: E402
-from recsys_kit.data import RATINGS_FILE, load_dataset  # noqa: E402
-from recsys_kit.holdout import assign_folds, contest_holdout  # noqa: E402
-from recsys_kit.metrics import recall_per_user, summarize  # noqa: E402
+from recsys_kit.data.load import RATINGS_FILE, load_dataset  # noqa: E402
+from recsys_kit.protocol.holdout import assign_folds, contest_holdout  # noqa: E402
+from recsys_kit.protocol.metrics import recall_per_user, summarize  # noqa: E402
 from recsys_kit.models import REGISTRY, build_model  # noqa: E402
 from recsys_kit.models.autoencoder import TorchRecommender  # noqa: E402
 from recsys_kit.models.ease import EASE, EASEConfig, gram_matrix  # noqa: E402
-from recsys_kit.refit import SCORE_CHUNK  # noqa: E402
-from recsys_kit.scores import top_k  # noqa: E402
-from recsys_kit.split import ItemSide, fold_splits, holdout_inputs  # noqa: E402
-from recsys_kit.train import effective_batch_size, resolve_device  # noqa: E402
+from recsys_kit.cv.refit import SCORE_CHUNK  # noqa: E402
+from recsys_kit.protocol.ranking import top_k  # noqa: E402
+from recsys_kit.data.interactions import ItemSide  # noqa: E402
+from recsys_kit.protocol.split import fold_splits, holdout_inputs
+from recsys_kit.models.train import effective_batch_size, resolve_device  # noqa: E402
 from train_speed import gemm_seconds  # noqa: E402  (the epoch floor; one definition for both benches)
 
 CONTEST = {"users": 31360, "items": 6807, "interactions": 5154471}
@@ -101,7 +102,7 @@ def ratio(a, b):
 
 def precision_name(precision: str, device: str) -> str:
     """What TrainConfig.precision resolves to on `device` (fp32 / bf16 / fp16)."""
-    from recsys_kit import train
+    from recsys_kit.models import train
 
     if not hasattr(train, "autocast_dtype"):
         return "fp32"
@@ -127,7 +128,7 @@ def ensure_data(args) -> Path:
     sizes = QUICK if args.quick else CONTEST
     path = Path(tempfile.gettempdir()) / "recsys-kit-synth-{users}x{items}x{interactions}".format(**sizes)
     if not (path / RATINGS_FILE).exists():
-        from recsys_kit.synth import make_synthetic
+        from recsys_kit.data.synth import make_synthetic
 
         say(f"making the synthetic set in {path} ({sizes['users']:,} users) ...")
         _, seconds = timed(make_synthetic, path, **sizes, seed=0)
@@ -451,17 +452,17 @@ CV_CHILD = textwrap.dedent("""
         print(json.dumps({"event": kind, "t": time.time(), "peak_rss_mb": round(peak), **payload}), flush=True)
     emit("python_started")
     from recsys_kit.config import load_config
-    from recsys_kit.cv import run_cv
-    from recsys_kit.data import load_dataset
-    from recsys_kit.holdout import assign_folds
-    from recsys_kit.refit import RefitOptions
+    from recsys_kit.cv.run import run_cv
+    from recsys_kit.data.load import load_dataset
+    from recsys_kit.protocol.holdout import assign_folds
+    from recsys_kit.cv.refit import RefitOptions
     emit("imported")
     config = load_config(Path(args["config"]) if args["config"] else None, args["set"])
     data = Path(args["data"])
     dataset = load_dataset(data)
     emit("data_loaded")
     try:  # `kit cv`'s checks before the run (recsys_kit.preflight, where present)
-        from recsys_kit.preflight import check_evaluable
+        from recsys_kit.protocol.preflight import check_evaluable
         check_evaluable(dataset, config, assign_folds(dataset.n_users, args["folds"], config.seed), str(data))
     except ImportError:
         pass
@@ -618,7 +619,7 @@ def main() -> None:
     data_dir = ensure_data(args)
     ctx = {"device": device, "epochs": args.epochs, "members": args.members, "result": result,
            "ease_l2": args.ease_l2,
-           "save": lambda: runs.write_json(out, result), "data_dir": data_dir, "precisions": args.precisions,
+           "save": lambda: files.write_json(out, result), "data_dir": data_dir, "precisions": args.precisions,
            "config": from_dict({"model": {"name": "multidae"}}, "defaults"), "scoring_models": {},
            "cv_models": args.cv_models, "start_model": args.start_model, "cv_set": args.cv_set, "cv_timeout": args.cv_timeout,
            "cv_refit": {"mode": args.cv_refit, "seeds": args.cv_refit_seeds, "lb_estimate": not args.no_lb_estimate}}
@@ -635,7 +636,7 @@ def main() -> None:
         result.setdefault("section_seconds", {})[name] = round(time.perf_counter() - started, 1)
         # 1-minute load average after each section: on a shared machine, read the figures beside it
         result.setdefault("load_average_after", {})[name] = round(os.getloadavg()[0], 2)
-        runs.write_json(out, result)
+        files.write_json(out, result)
     say(f"wrote {out}")
 
 

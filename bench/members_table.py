@@ -21,10 +21,10 @@ from pathlib import Path
 
 import recsys_kit.models  # noqa: F401  (registers the model configs)
 from recsys_kit.config import load_config
-from recsys_kit.cv import run_cv
-from recsys_kit.data import load_dataset
-from recsys_kit.ensemble import EnsembleOptions, run_ensemble
-from recsys_kit.refit import RefitOptions
+from recsys_kit.cv.run import run_cv
+from recsys_kit.data.load import load_dataset
+from recsys_kit.blending.ensemble import EnsembleOptions, run_ensemble
+from recsys_kit.cv.refit import RefitOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = ("ease", "ease_recency", "transition", "sasrec")

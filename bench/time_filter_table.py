@@ -13,12 +13,13 @@ import argparse
 import json
 from pathlib import Path
 
-from recsys_kit import runs, time_filter
+from recsys_kit.runs import store
+from recsys_kit.protocol import time_filter
 
 
 def filter_row(run_dir: Path) -> dict:
-    oof_scores = runs.load_scores(run_dir, "oof_scores.npy")
-    target = runs.load_sparse(run_dir, "holdout_target.npz")
+    oof_scores = store.load_scores(run_dir, "oof_scores.npy")
+    target = store.load_sparse(run_dir, "holdout_target.npz")
     fitted = time_filter.margin_report(oof_scores, target, time_filter.load_times(run_dir))
     name = f"{run_dir.resolve().parent.name}/{run_dir.name}"  # parent/run: runs of one model differ by folder
     return {"run": str(run_dir), "name": name, **{k: v for k, v in fitted.items() if k != "tried"}}

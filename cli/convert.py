@@ -20,7 +20,7 @@ def convert(
 
     The table on stderr lists the counts and notes (e.g. where `time` comes from when the source has no timestamps); the last line of stdout is OUT_DIR.
     """
-    from recsys_kit.convert import convert as run_convert
+    from recsys_kit.data.convert import convert as run_convert
 
     with exit_on_bad_input():
         summary = run_convert(fmt, src, out_dir)

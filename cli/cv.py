@@ -6,7 +6,8 @@ import typer
 
 from cli.common import (FitRow, console, exit_on_bad_input, lb_line, mean_std, metrics_table, model_is_iterative,
                         progress_bar, target_kind_line, time_filter_line)
-from recsys_kit import runs
+from recsys_kit.runs import store
+from recsys_kit import files
 from recsys_kit.errors import DataError
 
 
@@ -30,19 +31,19 @@ def cv(
     """Train one model per fold, write OOF and test score matrices and metrics.json."""
     # Imported here, not at the top: torch comes with them, and `kit --help` should not wait for it.
     from recsys_kit.config import load_config
-    from recsys_kit.cv import run_cv
-    from recsys_kit.data import load_dataset
-    from recsys_kit.holdout import assign_folds
-    from recsys_kit.preflight import check_evaluable, check_folds
-    from recsys_kit.refit import RefitOptions
-    from recsys_kit.train import resolve_device
+    from recsys_kit.cv.run import run_cv
+    from recsys_kit.data.load import load_dataset
+    from recsys_kit.protocol.holdout import assign_folds
+    from recsys_kit.protocol.preflight import check_evaluable, check_folds
+    from recsys_kit.cv.refit import RefitOptions
+    from recsys_kit.models.train import resolve_device
 
     with exit_on_bad_input():
         # Everything that can be checked is checked before a line of progress is drawn.
         check_folds(folds)
         if name is not None:
-            runs.check_run_name(name)
-        runs.check_output_dir(runs_dir, "--runs-dir")
+            store.check_run_name(name)
+        files.check_output_dir(runs_dir, "--runs-dir")
         run_config = load_config(config, set_ or [], seed)
         refit_options = RefitOptions(mode=refit, seeds=refit_seeds, lb_estimate=lb_estimate)
         try:
@@ -86,7 +87,7 @@ def cv(
 
             run_dir = run_cv(dataset, run_config, folds, runs_dir, name=name, device=device, on_event=on_event,
                              refit=refit_options)
-    metrics = runs.read_json(run_dir / "metrics.json")
+    metrics = store.read_json(run_dir / "metrics.json")
     console.print(metrics_table(metrics, title=f"{run_dir.name}: out-of-fold metrics"))
     console.print(target_kind_line(metrics) + time_filter_line(metrics))
     console.print(f"OOF Recall@10 {mean_std(metrics['recall@10'])}{lb_line(metrics)}  "

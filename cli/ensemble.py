@@ -7,8 +7,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cli.common import console, exit_on_bad_input, lb_line, metrics_table
-from recsys_kit.blend_methods import NORMALIZERS
-from recsys_kit.runs import check_output_dir, check_run_name, read_json
+from recsys_kit.blending.methods import NORMALIZERS
+from recsys_kit.files import check_output_dir
+from recsys_kit.runs.store import check_run_name, read_json
 
 STAGES = {"cache": "caching candidates", "fit": "fitting weights", "check": "checking the gain on half B",
           "oof": "blending OOF scores",
@@ -39,7 +40,7 @@ def ensemble(
                                                 "held-out gain is not clear of zero")] = True,
 ):
     """Blend runs on out-of-fold scores; writes OOF and test score matrices and metrics.json."""
-    from recsys_kit.ensemble import EnsembleOptions, check_compatible, run_ensemble  # torch comes with it
+    from recsys_kit.blending.ensemble import EnsembleOptions, check_compatible, run_ensemble  # torch comes with it
 
     with exit_on_bad_input():
         options = EnsembleOptions(method=method, normalize=normalize, seed=seed, top_n=top_n,

@@ -8,7 +8,7 @@ from rich.table import Table
 
 from cli.common import console, exit_on_bad_input, number
 from recsys_kit.errors import DataError
-from recsys_kit.run_table import SORT_KEYS, collect_runs
+from recsys_kit.report.run_table import SORT_KEYS, collect_runs
 
 
 def runs(
@@ -25,7 +25,7 @@ def runs(
             raise DataError(f"--runs-dir {runs_dir}: not a directory; pass the folder kit cv wrote runs into")
         fingerprint = None
         if data is not None:
-            from recsys_kit.data import load_dataset
+            from recsys_kit.data.load import load_dataset
 
             with console.status("reading data"):
                 fingerprint = load_dataset(data).fingerprint()

@@ -16,7 +16,7 @@ def submit(
                                                    "(plus the margin fitted on OOF) below the others")] = False,
 ):
     """Write the top-10 unseen items per user from the run's test scores."""
-    from recsys_kit.submission import write_submission  # pandas: not for `kit --help`
+    from recsys_kit.submission.contest_csv import write_submission  # pandas: not for `kit --help`
 
     with exit_on_bad_input():
         out = out or Path("submissions") / f"{run_dir.name}.csv"
@@ -32,7 +32,7 @@ def validate(
     data: Annotated[Path, typer.Option(help="Contest-layout folder the submission is for")],
 ):
     """Check a submission against the contest's rules; exit 1 and list every broken rule."""
-    from recsys_kit.submission import validate_submission  # pandas: not for `kit --help`
+    from recsys_kit.submission.contest_csv import validate_submission  # pandas: not for `kit --help`
 
     with exit_on_bad_input():
         problems = validate_submission(csv, data)

@@ -18,7 +18,7 @@ def synth(
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives byte-identical files.")] = 0,
 ):
     """Write a contest-layout synthetic data set (train_ratings.csv + side files)."""
-    from recsys_kit.synth import make_synthetic  # pandas: not for `kit --help`
+    from recsys_kit.data.synth import make_synthetic  # pandas: not for `kit --help`
 
     with exit_on_bad_input():
         with console.status(f"Generating {interactions:,} interactions for {users:,} users "

@@ -7,7 +7,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli.common import FitRow, console, exit_on_bad_input, model_is_iterative, progress_bar
-from recsys_kit import runs
+from recsys_kit.runs import store
+from recsys_kit import files
 from recsys_kit.errors import DataError
 
 
@@ -42,20 +43,20 @@ def tune(
     import optuna
 
     from recsys_kit.config import load_config
-    from recsys_kit.data import load_dataset
-    from recsys_kit.holdout import assign_folds
-    from recsys_kit.preflight import check_evaluable, check_folds
-    from recsys_kit.search_space import pinned_values
-    from recsys_kit.train import resolve_device
-    from recsys_kit.tune import TuneOptions, check_tune_options, default_search_path, load_search_space
+    from recsys_kit.data.load import load_dataset
+    from recsys_kit.protocol.holdout import assign_folds
+    from recsys_kit.protocol.preflight import check_evaluable, check_folds
+    from recsys_kit.tune.search_space import pinned_values
+    from recsys_kit.models.train import resolve_device
+    from recsys_kit.tune.study import TuneOptions, check_tune_options, default_search_path, load_search_space
 
     with exit_on_bad_input():
         # Everything that can be checked is checked before a line of progress is drawn.
         check_tune_options(trials, pruner_startup, pruner_warmup)
         check_folds(folds)
         if study is not None:
-            runs.check_run_name(study, "--study")
-        runs.check_output_dir(runs_dir, "--runs-dir")
+            store.check_run_name(study, "--study")
+        files.check_output_dir(runs_dir, "--runs-dir")
         base = load_config(config, set_ or [], seed)
         space = load_search_space(search or default_search_path(config, base.model_name), base, pinned=set_ or [])
         try:
@@ -101,7 +102,7 @@ def tune(
 
 
 def _run_with_progress(dataset, base, space, options, runs_dir, config, headline: str, iterative: bool):
-    from recsys_kit.tune import run_tune
+    from recsys_kit.tune.study import run_tune
 
     # Drawn from the first event on (the study opened): the storage, the study's identity and the
     # folds are checked by then, so their errors never land under an info line and an empty bar.

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     import numpy as np
 
     from recsys_kit.config import RunConfig
-    from recsys_kit.data import Dataset
-    from recsys_kit.score_file import ScoreFile
+    from recsys_kit.data.dataset import Dataset
+    from recsys_kit.files import ScoreFile
 
 EventCallback = Callable[[dict], None]
 
@@ -74,20 +74,20 @@ class CVResult:
 
     def ids(self) -> tuple[np.ndarray, np.ndarray]:
         """(user_ids, item_ids): the original ids of the score matrices' rows and columns."""
-        from recsys_kit import runs
+        from recsys_kit.runs import store
 
-        return runs.load_ids(self.run_dir, "user_ids.npy"), runs.load_ids(self.run_dir, "item_ids.npy")
+        return store.load_ids(self.run_dir, "user_ids.npy"), store.load_ids(self.run_dir, "item_ids.npy")
 
     def curves(self) -> dict | None:
         """curves.json (per fold, per epoch: loss and validation Recall@10), or None when the run has none."""
-        from recsys_kit.curves import load_curves
+        from recsys_kit.runs.curves import load_curves
 
         return load_curves(self.run_dir)
 
     def _scores(self, filename: str) -> ScoreFile:
-        from recsys_kit import runs
+        from recsys_kit.runs import store
 
-        return runs.load_scores(self.run_dir, filename)
+        return store.load_scores(self.run_dir, filename)
 
     def __repr__(self) -> str:
         figure = "n/a" if self.recall is None else f"{self.recall:.4f}"
@@ -96,19 +96,19 @@ class CVResult:
 
 def open_run(run_dir: str | Path) -> CVResult:
     """A `kit cv` or `kit ensemble` run directory as a CVResult (DataError when it never finished)."""
-    from recsys_kit import runs
+    from recsys_kit.runs import store
     from recsys_kit.errors import DataError
 
     run_dir = Path(run_dir)
     if not (run_dir / "metrics.json").is_file():
         raise DataError(f"{run_dir}: no metrics.json; pass a finished `kit cv` or `kit ensemble` run directory")
-    return CVResult(run_dir, runs.read_json(run_dir / "metrics.json"))
+    return CVResult(run_dir, store.read_json(run_dir / "metrics.json"))
 
 
 def load_data(data_dir: str | Path) -> Dataset:
     """The contest-layout folder (`train_ratings.csv` plus side files) as a Dataset: a users x items
     CSR matrix, the original ids, times and item features. DataError names the bad file and line."""
-    from recsys_kit.data import load_dataset
+    from recsys_kit.data.load import load_dataset
 
     return load_dataset(Path(data_dir))
 
@@ -145,18 +145,19 @@ def cross_validate(data: Dataset | str | Path, model: str | Path | RunConfig, fo
     under `runs_dir` (never overwrites one) with OOF and test score matrices and metrics.json, and
     returns it as a CVResult. `refit`, `refit_seeds`, `lb_estimate`: as `kit cv --help` explains.
     `on_event` receives the progress events (fold_start, epoch, fold_end, stage_start, end)."""
-    from recsys_kit import runs
-    from recsys_kit.cv import run_cv
+    from recsys_kit.runs import store
+    from recsys_kit.cv.run import run_cv
     from recsys_kit.errors import DataError
-    from recsys_kit.holdout import assign_folds
-    from recsys_kit.preflight import check_evaluable, check_folds
-    from recsys_kit.refit import RefitOptions
-    from recsys_kit.train import resolve_device
+    from recsys_kit.protocol.holdout import assign_folds
+    from recsys_kit.protocol.preflight import check_evaluable, check_folds
+    from recsys_kit.cv.refit import RefitOptions
+    from recsys_kit.models.train import resolve_device
 
     check_folds(folds)
     if name is not None:
-        runs.check_run_name(name)
-    runs.check_output_dir(Path(runs_dir), "runs_dir")
+        store.check_run_name(name)
+    from recsys_kit import files
+    files.check_output_dir(Path(runs_dir), "runs_dir")
     config = load_run_config(model, overrides, seed)
     refit_options = RefitOptions(mode=refit, seeds=refit_seeds, lb_estimate=lb_estimate)
     try:
@@ -180,15 +181,16 @@ def blend(members: Iterable[CVResult | str | Path], *, runs_dir: str | Path = "r
     vote | mean; further `options` are recsys_kit.ensemble.EnsembleOptions fields (normalize, seed,
     bags, fallback, ...). Returns the blend's run directory as a CVResult: its OOF metrics, the
     weights in `metrics["members"]` and the held-out-half check in `metrics["holdout_half"]`."""
-    from recsys_kit import runs
-    from recsys_kit.ensemble import EnsembleOptions, check_compatible, run_ensemble
+    from recsys_kit.runs import store
+    from recsys_kit.blending.ensemble import EnsembleOptions, check_compatible, run_ensemble
 
     paths = [member.run_dir if isinstance(member, CVResult) else Path(member) for member in members]
     ensemble_options = EnsembleOptions(method=method, **options)
     ensemble_options.check()
     if name is not None:
-        runs.check_run_name(name)
-    runs.check_output_dir(Path(runs_dir), "runs_dir")
+        store.check_run_name(name)
+    from recsys_kit import files
+    files.check_output_dir(Path(runs_dir), "runs_dir")
     check_compatible(paths)
     return open_run(run_ensemble(paths, Path(runs_dir), name=name, options=ensemble_options, on_event=on_event))
 
@@ -197,7 +199,7 @@ def submit(run: CVResult | str | Path, out: str | Path | None = None, *, force: 
            time_filter: bool = False) -> Path:
     """`kit submit` as a call: the run's top-10 unseen items per user as the contest's CSV
     (default submissions/<run>.csv; an existing file is kept unless `force`). Returns the CSV's path."""
-    from recsys_kit.submission import write_submission
+    from recsys_kit.submission.contest_csv import write_submission
 
     run_dir = run.run_dir if isinstance(run, CVResult) else Path(run)
     out = Path(out) if out is not None else Path("submissions") / f"{run_dir.name}.csv"
@@ -206,6 +208,6 @@ def submit(run: CVResult | str | Path, out: str | Path | None = None, *, force: 
 
 def validate(csv: str | Path, data_dir: str | Path) -> list[str]:
     """`kit validate` as a call: every contest rule the CSV breaks for this data; [] when it is valid."""
-    from recsys_kit.submission import validate_submission
+    from recsys_kit.submission.contest_csv import validate_submission
 
     return validate_submission(Path(csv), Path(data_dir))

@@ -12,7 +12,7 @@ import pytest
 
 import recsys_kit as rk
 from recsys_kit.errors import DataError
-from recsys_kit.synth import make_synthetic
+from recsys_kit.data.synth import make_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 

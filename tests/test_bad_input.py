@@ -18,8 +18,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from recsys_kit import runs
-from recsys_kit.metrics import build_metrics
+from recsys_kit import files
+from recsys_kit.protocol.metrics import build_metrics
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
@@ -346,18 +346,18 @@ def raw_pickle(path: Path):
 
 def wrong_shape(path: Path):
     array = np.load(path)
-    runs.save_npy(path, array[:-1])
+    files.save_npy(path, array[:-1])
 
 
 def as_float64(path: Path):
-    runs.save_npy(path, np.load(path).astype(np.float64))
+    files.save_npy(path, np.load(path).astype(np.float64))
 
 
 def with_cells(value: float, rows=(0, 3)):
     def how(path: Path):
         array = np.load(path)
         array[list(rows), 5] = value
-        runs.save_npy(path, array)
+        files.save_npy(path, array)
     return how
 
 
@@ -448,7 +448,7 @@ def test_nan_never_reaches_metrics_json(tmp_path):
     folds = np.array([0, 1, 0, 1])
     metrics = build_metrics(recall, recall.copy(), np.array([3, 4, 5, 6]), folds, ~np.isnan(recall))
     assert metrics["recall@10"]["mean"] is None and "fold(s) 2" in metrics["recall@10"]["reason"]
-    runs.write_json(tmp_path / "metrics.json", {**metrics, "stray": float("nan"), "arr": np.array([np.inf])})
+    files.write_json(tmp_path / "metrics.json", {**metrics, "stray": float("nan"), "arr": np.array([np.inf])})
 
     def refuse(token):
         raise AssertionError(f"non-strict JSON token {token}")
@@ -476,6 +476,6 @@ def test_submit_names_the_users_with_nan_scores(contest, tmp_path):
     scores = np.load(run_dir / "test_scores.npy")
     user_ids = np.load(run_dir / "user_ids.npy")
     scores[[1, 7]] = np.nan
-    runs.save_npy(run_dir / "test_scores.npy", scores)
+    files.save_npy(run_dir / "test_scores.npy", scores)
     line = assert_one_line_error(["submit", run_dir, "--out", tmp_path / "s.csv"], tmp_path)
     assert f"user(s) {user_ids[1]}, {user_ids[7]};" in line

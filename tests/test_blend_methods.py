@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from recsys_kit import runs
-from recsys_kit.blend_methods import METHODS, NORMALIZERS, Blend, minmax_rows, normalize, reserve_slots
-from recsys_kit.ensemble import EnsembleOptions, run_ensemble
-from recsys_kit.metrics import recall_per_user
-from recsys_kit.scores import top_k
+from recsys_kit import files
+from recsys_kit.blending.methods import METHODS, NORMALIZERS, Blend, minmax_rows, normalize, reserve_slots
+from recsys_kit.blending.ensemble import EnsembleOptions, run_ensemble
+from recsys_kit.protocol.metrics import recall_per_user
+from recsys_kit.protocol.ranking import top_k
 from tests.test_ensemble import fake_run, kit, masked, random_setup
 
 inf, nan = np.inf, np.nan
@@ -115,10 +115,10 @@ def sequential_case(tmp_path, n_users=600, n_items=80, seed=1):
     dirs = []
     for name, scores in (("general", general), ("seq", seq)):
         path = fake_run(tmp_path / name, scores, seen, target, folds)
-        runs.save_npy(path / "lb_users.npy", np.arange(n_users))
+        files.save_npy(path / "lb_users.npy", np.arange(n_users))
         for level in ("level2", "level3"):
-            runs.save_npy(path / f"lb_{level}_scores.npy", scores.astype(np.float32))
-            runs.save_sparse(path / f"lb_{level}_target.npz", target)
+            files.save_npy(path / f"lb_{level}_scores.npy", scores.astype(np.float32))
+            files.save_sparse(path / f"lb_{level}_target.npz", target)
         dirs.append(path)
     return dirs, [general, seq], target
 

@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from recsys_kit.config import load_config
-from recsys_kit.cv import run_cv
-from recsys_kit.data import load_dataset
-from recsys_kit.refit import RefitOptions
-from recsys_kit.synth import make_synthetic
+from recsys_kit.cv.run import run_cv
+from recsys_kit.data.load import load_dataset
+from recsys_kit.cv.refit import RefitOptions
+from recsys_kit.data.synth import make_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,7 +63,7 @@ def test_version_and_completion():
 def test_ensemble_default_normalisation_is_the_library_default():
     # cli/ensemble.py spells the default out so that its help does not import torch.
     from cli.ensemble import DEFAULT_NORMALIZE as cli_default
-    from recsys_kit.ensemble import DEFAULT_NORMALIZE
+    from recsys_kit.blending.ensemble import DEFAULT_NORMALIZE
 
     assert cli_default == DEFAULT_NORMALIZE
 

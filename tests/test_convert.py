@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from cli.convert import convert as convert_command
-from recsys_kit.convert import FORMATS, convert
+from recsys_kit.data.convert import FORMATS, convert
 from recsys_kit.errors import DataError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -11,14 +11,14 @@ import scipy.sparse as sp
 import torch
 
 from recsys_kit.config import TrainConfig, load_config
-from recsys_kit.cv import run_cv
-from recsys_kit.data import from_interactions
+from recsys_kit.cv.run import run_cv
+from recsys_kit.data.dataset import from_interactions
 from recsys_kit.models import REGISTRY
 from recsys_kit.models.ease import EASE, EASEConfig
 from recsys_kit.models.multidae import MultiDAE, MultiDAEConfig
-from recsys_kit.refit import RefitOptions
-from recsys_kit.scores import top_k
-from recsys_kit.split import Interactions
+from recsys_kit.cv.refit import RefitOptions
+from recsys_kit.protocol.ranking import top_k
+from recsys_kit.data.interactions import Interactions
 from tests.conftest import taste_rows, two_cluster_rows
 
 with warnings.catch_warnings():  # until pyproject.toml registers the marker, keep collection quiet

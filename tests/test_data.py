@@ -4,7 +4,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from recsys_kit.data import load_dataset
+from recsys_kit.data.load import load_dataset
 from recsys_kit.errors import DataError
 
 GOOD = "user,item,time\n11,5,100\n11,7,101\n11,5,102\n14,7,90\n14,9,95\n"
@@ -105,7 +105,7 @@ VALID_LOGS = {
 @pytest.mark.parametrize("text", VALID_LOGS.values(), ids=VALID_LOGS.keys())
 def test_typed_reader_agrees_with_the_text_reader(tmp_path, text):
     """The fast typed read either declines (None) or returns exactly what the careful text reader does."""
-    from recsys_kit import data
+    from recsys_kit.data import load as data
 
     path = tmp_path / "train_ratings.csv"
     path.write_text(text, encoding="utf-8")

@@ -81,7 +81,7 @@ def test_min_item_users_fits_the_popular_items_and_scores_the_rest_zero():
 
 
 def test_float32_solve_matches_float64s_top10():
-    from recsys_kit.scores import top_k
+    from recsys_kit.protocol.ranking import top_k
 
     rows = taste_rows()
     fits = {p: EASE(EASEConfig(l2=50.0, precision=p)).fit(rows[:500]) for p in ("float64", "float32")}

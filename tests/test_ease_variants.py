@@ -7,16 +7,16 @@ import pytest
 import scipy.sparse as sp
 
 from recsys_kit.config import from_dict
-from recsys_kit.convert import convert
-from recsys_kit.cv import run_cv
-from recsys_kit.data import load_dataset
+from recsys_kit.data.convert import convert
+from recsys_kit.cv.run import run_cv
+from recsys_kit.data.load import load_dataset
 from recsys_kit.errors import DataError
 from recsys_kit.models import REGISTRY
 from recsys_kit.models import ease as ease_module
 from recsys_kit.models.ease import EASE, EASEConfig, gram_inverse_on, gram_matrix
 from recsys_kit.models.ease_user import EASEUser, EASEUserConfig
-from recsys_kit.refit import RefitOptions
-from recsys_kit.scores import top_k
+from recsys_kit.cv.refit import RefitOptions
+from recsys_kit.protocol.ranking import top_k
 from tests.conftest import shared_data, two_cluster_rows
 
 

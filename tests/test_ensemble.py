@@ -11,12 +11,13 @@ from scipy.stats import rankdata
 from typer.testing import CliRunner
 
 from cli.main import app
-from recsys_kit import runs
-from recsys_kit.blend_methods import METHODS, NORMALIZERS, normalize
-from recsys_kit.blend_weights import fit_weights
-from recsys_kit.ensemble import EnsembleOptions, Member, blend_file, check_compatible, run_ensemble
+from recsys_kit import files
+from recsys_kit.blending.methods import METHODS, NORMALIZERS, normalize
+from recsys_kit.blending.weights import fit_weights
+from recsys_kit.blending.ensemble import EnsembleOptions, Member, blend_file, check_compatible, run_ensemble
 from recsys_kit.errors import DataError
-from recsys_kit.scores import blend_blocks, top_k
+from recsys_kit.blending.arithmetic import blend_blocks
+from recsys_kit.protocol.ranking import top_k
 
 runner = CliRunner()
 
@@ -33,16 +34,16 @@ def fake_run(path: Path, oof: np.ndarray, seen: sp.csr_matrix, target: sp.csr_ma
     """A run directory laid out as `kit cv` writes it, from score matrices made here."""
     path.mkdir(parents=True)
     n_users, n_items = oof.shape
-    runs.write_json(path / "data.json", {"fingerprint": fingerprint, "holdout_fingerprint": holdout,
+    files.write_json(path / "data.json", {"fingerprint": fingerprint, "holdout_fingerprint": holdout,
                                          "folds_fingerprint": "f", "users": n_users, "items": n_items})
-    runs.save_npy(path / "folds.npy", folds)
-    runs.save_npy(path / "user_ids.npy", np.arange(n_users) + 100)
-    runs.save_npy(path / "item_ids.npy", np.arange(n_items) + 7 if item_ids is None else item_ids)
-    runs.save_sparse(path / "holdout_input.npz", seen)
-    runs.save_sparse(path / "holdout_target.npz", target)
-    runs.save_npy(path / "oof_scores.npy", oof.astype(np.float32))
-    runs.save_npy(path / "test_scores.npy", (oof if test is None else test).astype(np.float32))
-    runs.write_json(path / "metrics.json", {"model": path.name, "recall@10": {"mean": 0.0, "std": 0.0},
+    files.save_npy(path / "folds.npy", folds)
+    files.save_npy(path / "user_ids.npy", np.arange(n_users) + 100)
+    files.save_npy(path / "item_ids.npy", np.arange(n_items) + 7 if item_ids is None else item_ids)
+    files.save_sparse(path / "holdout_input.npz", seen)
+    files.save_sparse(path / "holdout_target.npz", target)
+    files.save_npy(path / "oof_scores.npy", oof.astype(np.float32))
+    files.save_npy(path / "test_scores.npy", (oof if test is None else test).astype(np.float32))
+    files.write_json(path / "metrics.json", {"model": path.name, "recall@10": {"mean": 0.0, "std": 0.0},
                                             "ndcg@10": {"mean": 0.0, "std": 0.0}})
     return path
 
@@ -263,7 +264,7 @@ def test_refuses_an_oof_only_run_and_names_the_fix(tmp_path):
     oof_only = fake_run(tmp_path / "oof_only", scores, seen, target, folds)
     (oof_only / "test_scores.npy").unlink()  # what `kit cv --refit none` leaves
     metrics = json.loads((oof_only / "metrics.json").read_text())
-    runs.write_json(oof_only / "metrics.json", {**metrics, "refit": {"mode": "none"}})
+    files.write_json(oof_only / "metrics.json", {**metrics, "refit": {"mode": "none"}})
     with pytest.raises(DataError, match="--refit none") as err:
         check_compatible([base, oof_only])
     assert str(oof_only) in str(err.value) and "rerun that `kit cv` without --refit none" in str(err.value)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys_kit.features import SIDE_GROUPS, build_item_features, split_side_input, user_profiles
+from recsys_kit.data.features import SIDE_GROUPS, build_item_features, split_side_input, user_profiles
 
 R2 = 1 / np.sqrt(2)
 

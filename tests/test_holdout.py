@@ -2,7 +2,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys_kit.config import HoldoutConfig
-from recsys_kit.holdout import assign_folds, contest_holdout
+from recsys_kit.protocol.holdout import assign_folds, contest_holdout
 
 
 def random_log(n_users=60, n_items=40, seed=0):
@@ -63,7 +63,7 @@ def test_folds_partition_users_and_are_seeded():
 
 def test_rank_within_rows_matches_lexsort():
     """The fast two-step sort ranks exactly as np.lexsort with the row as the last key (ties included)."""
-    from recsys_kit.holdout import _rank_within_rows
+    from recsys_kit.protocol.holdout import _rank_within_rows
 
     rng = np.random.default_rng(3)
     rows = np.sort(rng.integers(0, 50, 2000))
@@ -83,7 +83,7 @@ def test_cached_draws_give_the_same_holdout(tmp_path, monkeypatch):
     import scipy.sparse as sp
 
     from recsys_kit.config import HoldoutConfig
-    from recsys_kit.holdout import contest_holdout
+    from recsys_kit.protocol.holdout import contest_holdout
 
     rng = np.random.default_rng(5)
     matrix = sp.random(60, 40, density=0.3, format="csr", random_state=1, dtype=np.float32)

@@ -1,8 +1,8 @@
 import numpy as np
 import scipy.sparse as sp
 
-from recsys_kit.metrics import activity_groups, group_breakdown, ndcg_per_user, recall_per_user
-from recsys_kit.scores import mask_seen, top_k
+from recsys_kit.protocol.metrics import activity_groups, group_breakdown, ndcg_per_user, recall_per_user
+from recsys_kit.protocol.ranking import mask_seen, top_k
 
 
 def test_recall_divides_by_min_of_k_and_target_size():

@@ -7,18 +7,19 @@ import scipy.sparse as sp
 import torch
 
 from recsys_kit.config import TrainConfig, from_dict
-from recsys_kit.convert import convert
-from recsys_kit.cv import run_cv
-from recsys_kit.data import Dataset, load_dataset
-from recsys_kit.features import build_item_features, user_profiles
+from recsys_kit.data.convert import convert
+from recsys_kit.cv.run import run_cv
+from recsys_kit.data.dataset import Dataset
+from recsys_kit.data.load import load_dataset
+from recsys_kit.data.features import build_item_features, user_profiles
 from recsys_kit.models import REGISTRY
 from recsys_kit.models.ease import EASE, EASEConfig, ease_weights_on, gram_matrix
 from recsys_kit.models.multidae import MultiDAE, MultiDAEConfig
 from recsys_kit.models.multidae_side import MultiDAESide, MultiDAESideConfig
 from recsys_kit.models.multivae import MultiVAE, MultiVAEConfig, MultiVAENet, kl_weight
-from recsys_kit.refit import RefitOptions
-from recsys_kit.split import ItemSide
-from recsys_kit.train import sparse_batch
+from recsys_kit.cv.refit import RefitOptions
+from recsys_kit.data.interactions import ItemSide
+from recsys_kit.models.train import sparse_batch
 from tests.conftest import shared_data, two_cluster_rows
 
 QUICK = TrainConfig(epochs=4, batch_size=16, lr=3e-3, patience=10)

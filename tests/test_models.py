@@ -5,8 +5,8 @@ import scipy.sparse as sp
 
 from recsys_kit.config import TrainConfig
 from recsys_kit.models import REGISTRY
-from recsys_kit.scores import top_k
-from recsys_kit.split import Interactions
+from recsys_kit.protocol.ranking import top_k
+from recsys_kit.data.interactions import Interactions
 from tests.conftest import two_cluster_rows
 
 FAST = TrainConfig(epochs=30, batch_size=16, lr=3e-3, patience=30)

@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from recsys_kit.convert import convert
-from recsys_kit.cv import run_cv
+from recsys_kit.data.convert import convert
+from recsys_kit.cv.run import run_cv
 from recsys_kit.config import HoldoutConfig, load_config
-from recsys_kit.data import load_dataset
-from recsys_kit.nested import grade, nested_contest
-from recsys_kit.refit import RefitOptions
-from recsys_kit.submission import write_submission
+from recsys_kit.data.load import load_dataset
+from recsys_kit.protocol.nested import grade, nested_contest
+from recsys_kit.cv.refit import RefitOptions
+from recsys_kit.submission.contest_csv import write_submission
 from tests.conftest import shared_data
 
 SETS = [("ml-100k", "movielens-100k"), ("ml-latest-small", "movielens-latest")]

@@ -8,11 +8,11 @@ import torch
 
 from recsys_kit.config import TrainConfig
 from recsys_kit.errors import DataError
-from recsys_kit.metrics import recall_per_user, summarize
+from recsys_kit.protocol.metrics import recall_per_user, summarize
 from recsys_kit.models.popularity import Popularity, PopularityConfig
 from recsys_kit.models.recvae import RecVAE, RecVAEConfig, RecVAENet, items_per_user, log_normal
-from recsys_kit.scores import top_k
-from recsys_kit.train import RowBatches, fit_net, sparse_batch
+from recsys_kit.protocol.ranking import top_k
+from recsys_kit.models.train import RowBatches, fit_net, sparse_batch
 from tests.conftest import taste_rows, two_cluster_rows
 
 SMALL = RecVAEConfig(hidden_dim=32, latent_dim=8, layers=3)

@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 
 from recsys_kit.config import load_config
-from recsys_kit.cv import run_cv
-from recsys_kit.split import validation_slice
-from recsys_kit.data import from_interactions
-from recsys_kit.ensemble import EnsembleOptions, run_ensemble
+from recsys_kit.cv.run import run_cv
+from recsys_kit.protocol.split import validation_slice
+from recsys_kit.data.dataset import from_interactions
+from recsys_kit.blending.ensemble import EnsembleOptions, run_ensemble
 from recsys_kit.errors import DataError
-from recsys_kit.holdout import contest_holdout
-from recsys_kit.metrics import recall_per_user
+from recsys_kit.protocol.holdout import contest_holdout
+from recsys_kit.protocol.metrics import recall_per_user
 from recsys_kit.models.ease import EASE, EASEConfig
-from recsys_kit.refit import RefitOptions, depth_estimate, level3_holdout
-from recsys_kit.scores import top_k
+from recsys_kit.cv.refit import RefitOptions, depth_estimate, level3_holdout
+from recsys_kit.protocol.ranking import top_k
 from tests.conftest import two_cluster_rows
 
 
@@ -136,7 +136,7 @@ def test_blend_of_refitted_members_gets_an_estimate_and_falls_back_when_the_gain
 
 
 def test_auto_seeds_bag_random_models_only():
-    from recsys_kit.refit import AUTO_SEEDS, resolved
+    from recsys_kit.cv.refit import AUTO_SEEDS, resolved
 
     assert resolved(RefitOptions(), "ease").seeds == 1 and resolved(RefitOptions(), "popularity").seeds == 1
     assert resolved(RefitOptions(), "multidae").seeds == AUTO_SEEDS == 3

@@ -16,14 +16,14 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from recsys_kit.config import RunConfig, TrainConfig
-from recsys_kit.curves import FILE as CURVES
-from recsys_kit.cv import run_cv
-from recsys_kit.data import from_interactions
-from recsys_kit.ensemble import EnsembleOptions, run_ensemble
+from recsys_kit.runs.curves import FILE as CURVES
+from recsys_kit.cv.run import run_cv
+from recsys_kit.data.dataset import from_interactions
+from recsys_kit.blending.ensemble import EnsembleOptions, run_ensemble
 from recsys_kit.models.ease import EASEConfig
 from recsys_kit.models.multidae import MultiDAEConfig
-from recsys_kit.refit import RefitOptions
-from recsys_kit.report import groups_from_scores
+from recsys_kit.cv.refit import RefitOptions
+from recsys_kit.report.page import groups_from_scores
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")

@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from recsys_kit.config import RunConfig
-from recsys_kit.cv import run_cv
-from recsys_kit.data import from_interactions
+from recsys_kit.cv.run import run_cv
+from recsys_kit.data.dataset import from_interactions
 from recsys_kit.models.popularity import PopularityConfig
-from recsys_kit.refit import RefitOptions
-from recsys_kit.resume import PROGRESS
+from recsys_kit.cv.refit import RefitOptions
+from recsys_kit.runs.resume import PROGRESS
 
 KIT = Path(sys.executable).with_name("kit")
 

@@ -6,12 +6,12 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from recsys_kit.config import RunConfig
-from recsys_kit.cv import run_cv
-from recsys_kit.data import from_interactions
+from recsys_kit.cv.run import run_cv
+from recsys_kit.data.dataset import from_interactions
 from recsys_kit.models.ease import EASEConfig
 from recsys_kit.models.popularity import PopularityConfig
-from recsys_kit.refit import RefitOptions
-from recsys_kit.run_table import collect_runs
+from recsys_kit.cv.refit import RefitOptions
+from recsys_kit.report.run_table import collect_runs
 
 runner = CliRunner()
 

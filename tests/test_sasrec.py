@@ -12,7 +12,7 @@ from recsys_kit.config import TrainConfig, from_dict
 from recsys_kit.errors import DataError
 from recsys_kit.models.ease import EASE, EASEConfig
 from recsys_kit.models.sasrec import SASRec, SASRecConfig, SequenceBatches, right_aligned
-from recsys_kit.split import Interactions
+from recsys_kit.data.interactions import Interactions
 
 with warnings.catch_warnings():  # the marker is not registered in pyproject.toml yet
     warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from recsys_kit.score_file import ScoreFile
+from recsys_kit.files import ScoreFile
 
 
 @pytest.fixture

@@ -4,11 +4,12 @@ import pytest
 import scipy.sparse as sp
 
 from recsys_kit.config import HoldoutConfig, RunConfig, TrainConfig
-from recsys_kit.data import from_interactions
-from recsys_kit.holdout import assign_folds, contest_holdout
+from recsys_kit.data.dataset import from_interactions
+from recsys_kit.protocol.holdout import assign_folds, contest_holdout
 from recsys_kit.models.base import Recommender
 from recsys_kit.models.popularity import PopularityConfig
-from recsys_kit.split import Interactions, fold_splits, holdout_inputs, public_rows, row_entries
+from recsys_kit.data.interactions import Interactions, row_entries
+from recsys_kit.protocol.split import fold_splits, holdout_inputs, public_rows
 
 
 def tied_log(n_users=40, n_items=30, seed=3):
@@ -111,8 +112,8 @@ def test_interactions_take_keeps_times_and_order_aligned():
 
 def test_models_are_never_handed_the_dataset(tmp_path, monkeypatch):
     """What run_cv passes to fit and score is Interactions and ItemSide, whatever the model."""
-    from recsys_kit.cv import run_cv
-    from recsys_kit.refit import RefitOptions
+    from recsys_kit.cv.run import run_cv
+    from recsys_kit.cv.refit import RefitOptions
     import recsys_kit.models as models
 
     received = []
@@ -153,8 +154,8 @@ def test_target_parts_split_the_tail_from_the_random_picks():
 
 
 def test_cv_reports_recall_by_target_kind(tmp_path):
-    from recsys_kit.cv import run_cv
-    from recsys_kit.refit import RefitOptions
+    from recsys_kit.cv.run import run_cv
+    from recsys_kit.cv.refit import RefitOptions
     import json
 
     run_dir = run_cv(tied_log(), config_for(), 3, tmp_path, name="pop", refit=RefitOptions(mode="none",

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from recsys_kit.errors import DataError
-from recsys_kit.synth import make_synthetic
+from recsys_kit.data.synth import make_synthetic
 
 SIZE = dict(users=300, items=400, interactions=8000)
 HEADERS = {

@@ -1,8 +1,8 @@
 import numpy as np
 import scipy.sparse as sp
 
-from recsys_kit.split import Interactions
-from recsys_kit.time_filter import fit_margin, item_first_seen, push_future, user_last_time
+from recsys_kit.data.interactions import Interactions
+from recsys_kit.protocol.time_filter import fit_margin, item_first_seen, push_future, user_last_time
 
 
 def interactions(dense_times: np.ndarray) -> Interactions:
@@ -65,7 +65,7 @@ def test_fit_margin_keeps_the_filter_off_when_late_items_are_the_answers():
 def release_log(seed=0):
     """Items 0-4 are released at time 1000 and then taken by every late user; early users (active
     before 500) never had them. Popularity puts 0-4 first for everyone: the filter should not."""
-    from recsys_kit.data import from_interactions
+    from recsys_kit.data.dataset import from_interactions
 
     rng = np.random.default_rng(seed)
     users, items, times = [], [], []
@@ -85,9 +85,9 @@ def test_cv_fits_the_margin_and_submit_applies_it(tmp_path):
 
     from cli.main import app
     from recsys_kit.config import HoldoutConfig, RunConfig
-    from recsys_kit.cv import run_cv
+    from recsys_kit.cv.run import run_cv
     from recsys_kit.models.popularity import PopularityConfig
-    from recsys_kit.refit import RefitOptions
+    from recsys_kit.cv.refit import RefitOptions
 
     dataset = release_log()
     config = RunConfig(model=PopularityConfig(), holdout=HoldoutConfig(n_last=1, n_random=3))

@@ -7,8 +7,8 @@ from recsys_kit.errors import DataError
 from recsys_kit.models.ease import EASE
 from recsys_kit.models.ease_recency import EASERecency, EASERecencyConfig, recency_weights
 from recsys_kit.models.transition import Transition, TransitionConfig
-from recsys_kit.scores import top_k
-from recsys_kit.split import Interactions
+from recsys_kit.protocol.ranking import top_k
+from recsys_kit.data.interactions import Interactions
 
 
 def log(sequences: list[list[int]], n_items: int) -> Interactions:

@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 from cli.main import app
 from recsys_kit.config import from_dict, load_config
 from recsys_kit.errors import DataError
-from recsys_kit.synth import make_synthetic
-from recsys_kit.tune import _check_study, load_search_space
-from recsys_kit.tune_storage import _with_driver
+from recsys_kit.data.synth import make_synthetic
+from recsys_kit.tune.study import _check_study, load_search_space
+from recsys_kit.tune.storage import _with_driver
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -169,7 +169,7 @@ def test_shipped_search_files_fit_their_models():
 
 
 def test_dropping_trial_scores_never_leaves_the_study_directory(tmp_path):
-    from recsys_kit.tune import _drop_scores
+    from recsys_kit.tune.study import _drop_scores
 
     study_dir = tmp_path / "runs" / "study"
     inside, outside = study_dir / "trials" / "trial-0000", tmp_path / "elsewhere" / "trial-0000"
@@ -286,7 +286,7 @@ def test_two_workers_share_a_postgres_study(setup):
 # worker races to create the same tables, version rows and study row.
 OPEN_AT = """
 import sys, time
-from recsys_kit.tune_storage import open_storage, open_study
+from recsys_kit.tune.storage import open_storage, open_study
 url, study, moment = sys.argv[1], sys.argv[2], float(sys.argv[3])
 time.sleep(max(0.0, moment - time.time()))
 storage, where = open_storage(url, None, 60, 180, None)
@@ -394,8 +394,8 @@ def test_interrupted_and_killed_worker_resume_without_loss_or_duplicates(setup):
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage", "ignore::optuna.exceptions.ExperimentalWarning")
 def test_heartbeat_requeues_the_trial_of_a_worker_lost_on_another_host(setup, tmp_path):
-    from recsys_kit.data import load_dataset
-    from recsys_kit.tune import TuneOptions, run_tune
+    from recsys_kit.data.load import load_dataset
+    from recsys_kit.tune.study import TuneOptions, run_tune
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     base = load_config(setup / "base.toml")

@@ -12,8 +12,8 @@ from cli.main import app
 from recsys_kit.config import from_dict, load_config
 from recsys_kit.errors import DataError
 from recsys_kit.models import REGISTRY  # noqa: F401  (registers the model configs from_dict builds)
-from recsys_kit.search_space import load_search_space, pinned_values
-from recsys_kit.synth import make_synthetic
+from recsys_kit.tune.search_space import load_search_space, pinned_values
+from recsys_kit.data.synth import make_synthetic
 
 SEARCH = """model = "multidae"
 [params]

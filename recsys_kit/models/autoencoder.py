@@ -5,8 +5,8 @@ import numpy as np
 import torch
 
 from recsys_kit.models.base import Recommender, check_rows, check_valid
-from recsys_kit.split import ItemSide
-from recsys_kit.train import fit_autoencoder, predict
+from recsys_kit.data.interactions import ItemSide
+from recsys_kit.models.train import fit_autoencoder, predict
 
 
 class TorchRecommender(Recommender):

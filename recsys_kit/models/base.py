@@ -8,8 +8,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys_kit.config import TrainConfig
-from recsys_kit.scores import mask_seen
-from recsys_kit.split import Interactions, ItemSide
+from recsys_kit.protocol.ranking import mask_seen
+from recsys_kit.data.interactions import Interactions, ItemSide
 
 EpochCallback = Callable[[dict], None]
 Validation = tuple[Interactions, sp.csr_matrix]  # validation users' inputs and their hidden targets

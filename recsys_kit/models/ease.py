@@ -31,8 +31,8 @@ import torch
 
 from recsys_kit.errors import DataError
 from recsys_kit.models.base import Recommender, check_rows
-from recsys_kit.split import Interactions
-from recsys_kit.sysmem import available_bytes, gib
+from recsys_kit.data.interactions import Interactions
+from recsys_kit.models.sysmem import available_bytes, gib
 
 GRAM_BLOCK = 2048  # item columns of X^T X built at once: bounds the sparse temporary
 FIT_BYTES_PER_CELL = 8 + 4  # the float64 Gram matrix (inverted in place) + the float32 weights

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from recsys_kit.models.ease import EASE, EASEConfig
 from recsys_kit.models.transition import check_unit_interval
-from recsys_kit.split import Interactions
+from recsys_kit.data.interactions import Interactions
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ import numpy as np
 from recsys_kit.errors import DataError
 from recsys_kit.models.base import Recommender, check_rows
 from recsys_kit.models.ease import CELL_BYTES, check_solve_options, gram_inverse, gram_matrix, solve, solve_memory
-from recsys_kit.sysmem import gib
+from recsys_kit.models.sysmem import gib
 
 # Above this share of nonzeros the chunk's user overlaps x X^T are multiplied dense (BLAS), below sparse.
 DENSE_OVERLAP = 0.1

@@ -8,7 +8,7 @@ from torch import nn
 
 from recsys_kit.config import check_fraction, check_widths
 from recsys_kit.models.autoencoder import TorchRecommender
-from recsys_kit.train import SparseBatch, SparseInput, multinomial_nll
+from recsys_kit.models.train import SparseBatch, SparseInput, multinomial_nll
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ from torch import nn
 
 from recsys_kit.config import check_at_least, check_fraction, check_widths
 from recsys_kit.errors import DataError
-from recsys_kit.features import SIDE_GROUPS, build_item_features, split_side_input
+from recsys_kit.data.features import SIDE_GROUPS, build_item_features, split_side_input
 from recsys_kit.models.autoencoder import TorchRecommender
 from recsys_kit.models.multidae import MultiDAENet
-from recsys_kit.train import SparseBatch
+from recsys_kit.models.train import SparseBatch
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from recsys_kit.config import check_at_least, check_fraction, check_widths
 from recsys_kit.errors import DataError
 from recsys_kit.models.autoencoder import TorchRecommender
 from recsys_kit.models.multidae import MultiDAENet
-from recsys_kit.train import SparseBatch, multinomial_nll
+from recsys_kit.models.train import SparseBatch, multinomial_nll
 
 
 @dataclass(frozen=True)

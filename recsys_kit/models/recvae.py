@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from recsys_kit.config import check_at_least, check_fraction, check_positive
 from recsys_kit.errors import DataError
 from recsys_kit.models.autoencoder import TorchRecommender
-from recsys_kit.train import Phase, SparseBatch, SparseInput, multinomial_nll
+from recsys_kit.models.train import Phase, SparseBatch, SparseInput, multinomial_nll
 
 WIDE_LOGVAR = 10.0  # the wide prior component: N(0, e^10), as in the paper's code
 LAYER_NORM_EPS = 0.1  # the paper's code; a larger eps than torch's default keeps small batches stable

@@ -23,8 +23,8 @@ from torch.nn import functional as F
 from recsys_kit.config import check_at_least, check_fraction
 from recsys_kit.errors import DataError
 from recsys_kit.models.base import Recommender, check_valid
-from recsys_kit.split import Interactions
-from recsys_kit.train import fit_net, predict
+from recsys_kit.data.interactions import Interactions
+from recsys_kit.models.train import fit_net, predict
 
 LOSSES = ("softmax", "sampled", "gbce")
 

@@ -28,7 +28,7 @@ import scipy.sparse as sp
 from recsys_kit.config import check_at_least
 from recsys_kit.errors import DataError
 from recsys_kit.models.base import Recommender
-from recsys_kit.split import Interactions
+from recsys_kit.data.interactions import Interactions
 
 # Scale of the zero-evidence items' popularity order: negligible beside real scores in a blend.
 TIE_BREAK = 1e-6

@@ -1,0 +1,62 @@
+"""The Dataset: one contest's interactions as a users x items CSR matrix, with ids, times and item features."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+
+@dataclass
+class Dataset:
+    matrix: sp.csr_matrix  # users x items, float32 ones, duplicates collapsed
+    user_ids: np.ndarray  # original ids, row i <-> user_ids[i], ascending
+    item_ids: np.ndarray  # original ids, column j <-> item_ids[j], ascending
+    times: sp.csr_matrix | None = None  # float64, same sparsity pattern and order as matrix
+    item_features: dict[str, sp.csr_matrix] = field(default_factory=dict)  # name -> items x values
+    feature_values: dict[str, np.ndarray] = field(default_factory=dict)  # name -> value labels
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def n_users(self) -> int:
+        return self.matrix.shape[0]
+
+    @property
+    def n_items(self) -> int:
+        return self.matrix.shape[1]
+
+    def fingerprint(self) -> str:
+        """Hash of ids and interactions: runs on the same data have the same fingerprint."""
+        digest = hashlib.sha256()
+        for array in (self.user_ids, self.item_ids, self.matrix.indptr, self.matrix.indices):
+            digest.update(np.ascontiguousarray(array).astype(np.int64).tobytes())
+        if self.times is not None:
+            digest.update(np.ascontiguousarray(self.times.data).tobytes())
+        return digest.hexdigest()[:16]
+
+
+def from_interactions(users, items, times=None) -> Dataset:
+    """Build a Dataset from parallel id arrays (tests and converters use this too)."""
+    users = np.asarray(users, dtype=np.int64)
+    items = np.asarray(items, dtype=np.int64)
+    times = np.arange(len(users), dtype=np.float64) if times is None else np.asarray(times, np.float64)
+    user_ids, rows = np.unique(users, return_inverse=True)
+    item_ids, cols = np.unique(items, return_inverse=True)
+    # Collapse duplicate (user, item) rows, keeping the latest time: the pair is one event.
+    key = rows.astype(np.int64) * len(item_ids) + cols
+    order = np.lexsort((times, key))
+    key_sorted = key[order]
+    last_of_key = np.r_[key_sorted[1:] != key_sorted[:-1], True]
+    keep = order[last_of_key]
+    duplicates = len(users) - len(keep)
+    shape = (len(user_ids), len(item_ids))
+    # keep is sorted by (row, col) because key is; build CSR directly in that order.
+    indptr = np.zeros(shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows[keep], minlength=shape[0]), out=indptr[1:])
+    indices = cols[keep].astype(np.int32)
+    matrix = sp.csr_matrix((np.ones(len(keep), np.float32), indices, indptr), shape=shape)
+    time_matrix = sp.csr_matrix((times[keep], indices.copy(), indptr.copy()), shape=shape)
+    summary = {"users": shape[0], "items": shape[1], "interactions": int(len(keep)),
+               "duplicates_collapsed": int(duplicates)}
+    return Dataset(matrix, user_ids, item_ids, time_matrix, summary=summary)

@@ -1,0 +1,124 @@
+"""Contest-like holdout and user K-fold assignment.
+
+The contest hides each user's latest interactions plus some random earlier ones; the
+holdout hides the same, so out-of-fold Recall@10 measures the task that is scored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys_kit.data import cache as data_cache
+from recsys_kit.config import HoldoutConfig
+from recsys_kit.seeds import derive_seed
+
+
+@dataclass
+class Holdout:
+    input: sp.csr_matrix
+    target: sp.csr_matrix
+    input_times: sp.csr_matrix
+    # Each entry's rank in its user's time order (ties broken at random, as the holdout broke them):
+    # `order` aligned with the whole matrix's entries, `input_order` with the input's.
+    order: np.ndarray | None = None
+    input_order: np.ndarray | None = None
+    target_is_last: np.ndarray | None = None  # per target entry: from the time tail (else a random one)
+
+    def target_part(self, last: bool) -> sp.csr_matrix:
+        """The targets of one kind: the time tail (last=True) or the random earlier items."""
+        keep = self.target_is_last == last
+        row_of_entry = np.repeat(np.arange(self.target.shape[0]), np.diff(self.target.indptr))
+        indptr = np.r_[0, np.cumsum(np.bincount(row_of_entry[keep], minlength=self.target.shape[0]))]
+        return sp.csr_matrix((self.target.data[keep], self.target.indices[keep], indptr), shape=self.target.shape)
+
+    @property
+    def has_target(self) -> np.ndarray:
+        return np.diff(self.target.indptr) > 0
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for array in (self.target.indptr, self.target.indices):
+            digest.update(np.ascontiguousarray(array).astype(np.int64).tobytes())
+        return digest.hexdigest()[:16]
+
+
+def _rank_within_rows(row_of_entry: np.ndarray, *keys: np.ndarray) -> np.ndarray:
+    """0-based rank of each entry inside its row; keys least significant first (np.lexsort)."""
+    # Sorting the keys alone, then the rows with a stable integer sort, gives np.lexsort((*keys, rows))'s
+    # order exactly, several times faster than lexsort with the row as one more key.
+    order = np.lexsort(keys) if len(keys) > 1 else np.argsort(keys[0], kind="stable")
+    row_type = np.int32 if len(row_of_entry) and row_of_entry.max() < 2 ** 31 else np.int64
+    order = order[np.argsort(row_of_entry[order].astype(row_type), kind="stable")]
+    sorted_rows = row_of_entry[order]
+    starts = np.r_[0, np.flatnonzero(sorted_rows[1:] != sorted_rows[:-1]) + 1]
+    row_start = np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order)) - row_start
+    return rank
+
+
+def contest_holdout(matrix: sp.csr_matrix, times: sp.csr_matrix | None, config: HoldoutConfig,
+                    seed: int) -> Holdout:
+    """Per user: target = last `n_last` by time + `n_random` random earlier items.
+
+    A user keeps at least `min_input` input items; users too short get fewer (or no) targets.
+    """
+    matrix = matrix.tocsr()
+    if times is None:
+        times = sp.csr_matrix((np.arange(matrix.nnz, dtype=np.float64), matrix.indices, matrix.indptr),
+                              shape=matrix.shape)
+    n_users = matrix.shape[0]
+    lengths = np.diff(matrix.indptr)
+    row_of_entry = np.repeat(np.arange(n_users), lengths)
+    # The draws take seconds at contest scale (two sorts of every entry): the same log, settings
+    # and seed give the same draws, so they are kept between commands (recsys_kit.data_cache).
+    key = data_cache.array_key(matrix.indptr, matrix.indices, times.data, dataclasses.astuple(config), seed)
+    drawn = data_cache.load_arrays("holdout", key)
+    if drawn is None or len(drawn.get("time_rank", ())) != matrix.nnz:
+        drawn = dict(zip(("time_rank", "is_tail", "is_target"),
+                         _draw(matrix, times, config, seed, lengths, row_of_entry)))
+        data_cache.store_arrays("holdout", key, drawn)
+    time_rank, is_tail, is_target = drawn["time_rank"], drawn["is_tail"], drawn["is_target"]
+
+    def part(mask: np.ndarray, data: np.ndarray) -> sp.csr_matrix:
+        indptr = np.r_[0, np.cumsum(np.bincount(row_of_entry[mask], minlength=n_users))]
+        return sp.csr_matrix((data[mask], matrix.indices[mask], indptr), shape=matrix.shape)
+
+    return Holdout(input=part(~is_target, matrix.data), target=part(is_target, matrix.data),
+                   input_times=part(~is_target, times.data), order=time_rank,
+                   input_order=time_rank[~is_target], target_is_last=is_tail[is_target])
+
+
+def _draw(matrix, times, config: HoldoutConfig, seed: int, lengths, row_of_entry):
+    """(each entry's rank in its user's time order, is it the time tail, is it a target)."""
+    rng = np.random.default_rng(derive_seed(seed, "holdout"))
+    # Ties in time are broken at random (many logs stamp a session with one time).
+    tiebreak = rng.random(matrix.nnz)
+    time_rank = _rank_within_rows(row_of_entry, tiebreak, times.data)
+    room = np.maximum(lengths - config.min_input, 0)
+    n_last = np.minimum(config.n_last, room)
+    is_tail = time_rank >= (lengths - n_last)[row_of_entry]
+    n_random = np.minimum(config.n_random, room - n_last)
+    random_key = rng.random(matrix.nnz) + is_tail * 2.0  # tail entries sort last, never drawn
+    random_rank = _rank_within_rows(row_of_entry, random_key)
+    is_random = ~is_tail & (random_rank < n_random[row_of_entry])
+    return time_rank, is_tail, is_tail | is_random
+
+
+def assign_folds(n_users: int, k: int, seed: int) -> np.ndarray:
+    """fold_of_user: a balanced random partition of users into k folds."""
+    if k < 2:
+        raise ValueError(f"folds must be >= 2, got {k}")
+    if n_users < k:
+        raise ValueError(f"{n_users} users cannot fill {k} folds")
+    rng = np.random.default_rng(derive_seed(seed, "folds", k))
+    return (rng.permutation(n_users) % k).astype(np.int16)
+
+
+def folds_fingerprint(fold_of_user: np.ndarray) -> str:
+    """Short hash of a fold assignment: runs to be blended or compared must share it."""
+    return hashlib.sha256(np.ascontiguousarray(fold_of_user, dtype=np.int64).tobytes()).hexdigest()[:16]
