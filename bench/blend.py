@@ -91,14 +91,15 @@ def _rss_mb() -> float:
 def child(mode: str, dirs: list[Path], out: Path, normalize: str, chunk: int) -> dict:
     """One measurement, in this (fresh) process."""
     from recsys_kit.runs import store
-    from recsys_kit.blending.ensemble import EnsembleOptions, Member, blend_file, run_ensemble
+    from recsys_kit.runs.run_dir import RunDir
+    from recsys_kit.blending.ensemble import EnsembleOptions, blend_file, run_ensemble
     from recsys_kit.blending.arithmetic import blend_blocks, normalize_rows
 
     baseline = _rss_mb()
     started = time.perf_counter()
     weights = np.full(len(dirs), 1.0 / len(dirs))
     if mode == "chunked":
-        members = [Member(d, store.read_json(d / "data.json"), {}) for d in dirs]
+        members = [RunDir(d, store.read_json(d / "data.json"), {}) for d in dirs]
         blend_file(members, "test_scores.npy", out, weights,
                    EnsembleOptions(method="mean", normalize=normalize, chunk=chunk))
     elif mode == "naive":

@@ -61,7 +61,8 @@ from recsys_kit.cv.refit import SCORE_CHUNK  # noqa: E402
 from recsys_kit.protocol.ranking import top_k  # noqa: E402
 from recsys_kit.data.interactions import ItemSide  # noqa: E402
 from recsys_kit.protocol.split import fold_splits, holdout_inputs
-from recsys_kit.models.train import effective_batch_size, resolve_device  # noqa: E402
+from recsys_kit.models.train import effective_batch_size  # noqa: E402
+from recsys_kit.protocol.preflight import resolve_device  # noqa: E402
 from train_speed import gemm_seconds  # noqa: E402  (the epoch floor; one definition for both benches)
 
 CONTEST = {"users": 31360, "items": 6807, "interactions": 5154471}

@@ -29,7 +29,8 @@ from recsys_kit.runs import store
 from recsys_kit.config import HoldoutConfig, load_config
 from recsys_kit.cv.run import run_cv
 from recsys_kit.data.load import load_dataset
-from recsys_kit.blending.ensemble import EnsembleOptions, Member, blend_lb_estimate, run_ensemble
+from recsys_kit.runs.run_dir import RunDir
+from recsys_kit.blending.ensemble import EnsembleOptions, blend_lb_estimate, run_ensemble
 from recsys_kit.protocol.nested import grade, nested_contest
 from recsys_kit.cv.refit import RefitOptions
 from recsys_kit.submission.contest_csv import write_submission
@@ -107,7 +108,7 @@ def main() -> None:
         run_dir = run_model(model, public_dir, runs_dir, args.folds, args.overrides, args.refit_seeds)
         metrics = store.read_json(run_dir / "metrics.json")
         if args.reestimate:
-            member = Member(run_dir, store.read_json(run_dir / "data.json"), metrics)
+            member = RunDir(run_dir, store.read_json(run_dir / "data.json"), metrics)
             metrics["lb_estimate"] = blend_lb_estimate([member], np.ones(1), EnsembleOptions())
             metrics["recall@10"]["lb_estimate"] = metrics["lb_estimate"]["recall@10"]
         row = {"model": model, "run": str(run_dir), "oof": metrics["recall@10"]["mean"],
@@ -127,7 +128,7 @@ def main() -> None:
     if len(rows) > 1:
         blend = store.read_json(blend_dir / "metrics.json")
         if blend.get("lb_estimate", {}).get("recall@10") is not None and args.reestimate:
-            members = [Member(Path(r["run"]), store.read_json(Path(r["run"]) / "data.json"),
+            members = [RunDir(Path(r["run"]), store.read_json(Path(r["run"]) / "data.json"),
                               store.read_json(Path(r["run"]) / "metrics.json")) for r in rows]
             blend["lb_estimate"] = blend_lb_estimate(members, np.asarray(blend["weights"]), EnsembleOptions())
             blend["recall@10"]["lb_estimate"] = blend["lb_estimate"]["recall@10"]

@@ -24,7 +24,8 @@ from recsys_kit.data.load import load_dataset
 from recsys_kit.models.multidae import MultiDAENet
 from recsys_kit.models.sasrec import SASRecNet, SequenceBatches
 from recsys_kit.data.interactions import Interactions
-from recsys_kit.models.train import RowBatches, effective_batch_size, fit_net, resolve_device
+from recsys_kit.models.train import RowBatches, effective_batch_size, fit_net
+from recsys_kit.protocol.preflight import resolve_device
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

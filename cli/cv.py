@@ -6,9 +6,6 @@ import typer
 
 from cli.common import (FitRow, console, exit_on_bad_input, lb_line, mean_std, metrics_table, model_is_iterative,
                         progress_bar, target_kind_line, time_filter_line)
-from recsys_kit.runs import store
-from recsys_kit import files
-from recsys_kit.errors import DataError
 
 
 def cv(
@@ -29,68 +26,57 @@ def cv(
                                                    "levels of hiding down)")] = True,
 ):
     """Train one model per fold, write OOF and test score matrices and metrics.json."""
-    # Imported here, not at the top: torch comes with them, and `kit --help` should not wait for it.
-    from recsys_kit.config import load_config
-    from recsys_kit.cv.run import run_cv
-    from recsys_kit.data.load import load_dataset
-    from recsys_kit.protocol.holdout import assign_folds
-    from recsys_kit.protocol.preflight import check_evaluable, check_folds
-    from recsys_kit.cv.refit import RefitOptions
-    from recsys_kit.models.train import resolve_device
+    from recsys_kit import api  # torch comes with the run: imported here, so `kit --help` does not wait for it
 
+    progress = progress_bar()
+    status = console.status("loading data")
     with exit_on_bad_input():
-        # Everything that can be checked is checked before a line of progress is drawn.
-        check_folds(folds)
-        if name is not None:
-            store.check_run_name(name)
-        files.check_output_dir(runs_dir, "--runs-dir")
-        run_config = load_config(config, set_ or [], seed)
-        refit_options = RefitOptions(mode=refit, seeds=refit_seeds, lb_estimate=lb_estimate)
+        folds_task = progress.add_task("folds", total=folds, info="", visible=False)
+        fit: list[FitRow] = []
+
+        def on_event(event):
+            kind = event["kind"]
+            if kind == "loading":
+                status.start()
+            elif kind == "loaded":
+                status.stop()
+                console.print(f"[bold]{event['model']}[/] on {data}: {event['users']:,} users, {event['items']:,} "
+                              f"items, {event['interactions']:,} interactions ({event['duplicates']:,} duplicates "
+                              f"collapsed), device {event['device']}")
+                fit.append(FitRow(progress, model_is_iterative(event["model"])))
+                progress.update(folds_task, visible=True)
+                progress.start()
+            elif kind == "fold_start":
+                fit[0].start(f"fold {event['fold'] + 1}", event["epochs"])
+            elif kind == "stage_start":
+                fit[0].start(event["stage"], event["epochs"])
+            elif kind == "epoch":
+                fit[0].epoch(event)
+            elif kind == "fold_end":
+                fit[0].finish()
+                progress.update(folds_task, advance=1, info=f"fold {event['fold'] + 1} R@10 {event['recall@10']:.4f}")
+            elif kind == "end":
+                fit[0].finish()
+            elif kind == "start":
+                if event["resumed_folds"]:
+                    done = len(event["resumed_folds"])
+                    console.print(f"continuing the unfinished run {event['run_dir']}: {done} of "
+                                  f"{event['folds']} folds were done before it stopped")
+                    progress.update(folds_task, completed=done)
+                if event["users_without_target"]:
+                    console.print(f"{event['users_without_target']:,} users have too few items for a "
+                                  f"target and are left out of the metrics")
+
         try:
-            device = resolve_device(device)
-        except ValueError as err:
-            raise DataError(str(err)) from None
-        with console.status("loading data"):
-            dataset = load_dataset(data)
-        check_folds(folds, dataset.n_users, str(data))
-        check_evaluable(dataset, run_config, assign_folds(dataset.n_users, folds, run_config.seed), str(data))
-        console.print(f"[bold]{run_config.model_name}[/] on {data}: {dataset.n_users:,} users, "
-                      f"{dataset.n_items:,} items, {dataset.matrix.nnz:,} interactions "
-                      f"({dataset.summary['duplicates_collapsed']:,} duplicates collapsed), device {device}")
-        with progress_bar() as progress:
-            folds_task = progress.add_task("folds", total=folds, info="")
-            fit = FitRow(progress, model_is_iterative(run_config.model_name))
-
-            def on_event(event):
-                kind = event["kind"]
-                if kind == "fold_start":
-                    fit.start(f"fold {event['fold'] + 1}", event["epochs"])
-                elif kind == "stage_start":
-                    fit.start(event["stage"], event["epochs"])
-                elif kind == "epoch":
-                    fit.epoch(event)
-                elif kind == "fold_end":
-                    fit.finish()
-                    progress.update(folds_task, advance=1,
-                                    info=f"fold {event['fold'] + 1} R@10 {event['recall@10']:.4f}")
-                elif kind == "end":
-                    fit.finish()
-                elif kind == "start":
-                    if event["resumed_folds"]:
-                        done = len(event["resumed_folds"])
-                        console.print(f"continuing the unfinished run {event['run_dir']}: {done} of "
-                                      f"{event['folds']} folds were done before it stopped")
-                        progress.update(folds_task, completed=done)
-                    if event["users_without_target"]:
-                        console.print(f"{event['users_without_target']:,} users have too few items for a "
-                                      f"target and are left out of the metrics")
-
-            run_dir = run_cv(dataset, run_config, folds, runs_dir, name=name, device=device, on_event=on_event,
-                             refit=refit_options)
-    metrics = store.read_json(run_dir / "metrics.json")
-    console.print(metrics_table(metrics, title=f"{run_dir.name}: out-of-fold metrics"))
+            result = api.cross_validate(data, config, folds, overrides=set_ or [], runs_dir=runs_dir, name=name,
+                                        seed=seed, device=device, refit=refit, refit_seeds=refit_seeds,
+                                        lb_estimate=lb_estimate, on_event=on_event)
+        finally:
+            status.stop()
+            progress.stop()
+    metrics = result.metrics
+    console.print(metrics_table(metrics, title=f"{result.name}: out-of-fold metrics"))
     console.print(target_kind_line(metrics) + time_filter_line(metrics))
     console.print(f"OOF Recall@10 {mean_std(metrics['recall@10'])}{lb_line(metrics)}  "
                   f"({metrics['wall_seconds']:.0f} s)")
-    typer.echo(str(run_dir))
-
+    typer.echo(str(result.run_dir))

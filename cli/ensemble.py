@@ -8,8 +8,6 @@ from rich.table import Table
 
 from cli.common import console, exit_on_bad_input, lb_line, metrics_table
 from recsys_kit.blending.methods import NORMALIZERS
-from recsys_kit.files import check_output_dir
-from recsys_kit.runs.store import check_run_name, read_json
 
 STAGES = {"cache": "caching candidates", "fit": "fitting weights", "check": "checking the gain on half B",
           "oof": "blending OOF scores",
@@ -40,33 +38,32 @@ def ensemble(
                                                 "held-out gain is not clear of zero")] = True,
 ):
     """Blend runs on out-of-fold scores; writes OOF and test score matrices and metrics.json."""
-    from recsys_kit.blending.ensemble import EnsembleOptions, check_compatible, run_ensemble  # torch comes with it
+    from recsys_kit import api  # torch comes with it
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
+    tasks: dict[str, int] = {}
+
+    def on_event(event):
+        kind = event["kind"]
+        if kind == "start":  # every input is checked by now (api.blend): the bars may be drawn
+            console.print(f"[bold]{len(event['members'])} runs[/], {event['users']:,} users x "
+                          f"{event['items']:,} items, method {event['method']}")
+            progress.start()
+        elif kind == "stage":
+            tasks[event["stage"]] = progress.add_task(STAGES[event["stage"]], total=event["total"], info="")
+        elif kind == "advance":
+            info = ("weights " + " ".join(f"{w:.2f}" for w in event["weights"])) if "weights" in event else ""
+            progress.update(tasks[event["stage"]], advance=1, info=info)
 
     with exit_on_bad_input():
-        options = EnsembleOptions(method=method, normalize=normalize, seed=seed, top_n=top_n,
-                                  rank_weighted=rank_weighted, bags=bags, fallback=fallback)
-        # Everything that can be checked is checked before a progress bar is drawn.
-        if name is not None:
-            check_run_name(name)
-        check_output_dir(runs_dir, "--runs-dir")
-        check_compatible(runs)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console) as progress:
-            tasks: dict[str, int] = {}
-
-            def on_event(event):
-                kind = event["kind"]
-                if kind == "start":
-                    console.print(f"[bold]{len(event['members'])} runs[/], {event['users']:,} users x "
-                                  f"{event['items']:,} items, method {event['method']}")
-                elif kind == "stage":
-                    tasks[event["stage"]] = progress.add_task(STAGES[event["stage"]], total=event["total"], info="")
-                elif kind == "advance":
-                    info = ("weights " + " ".join(f"{w:.2f}" for w in event["weights"])) if "weights" in event else ""
-                    progress.update(tasks[event["stage"]], advance=1, info=info)
-
-            run_dir = run_ensemble(runs, runs_dir, name=name, options=options, on_event=on_event)
-        metrics = read_json(run_dir / "metrics.json")
+        try:
+            result = api.blend(runs, runs_dir=runs_dir, name=name, method=method, on_event=on_event,
+                               normalize=normalize, seed=seed, top_n=top_n, rank_weighted=rank_weighted, bags=bags,
+                               fallback=fallback)
+        finally:
+            progress.stop()
+        metrics, run_dir = result.metrics, result.run_dir
     console.print(members_table(metrics))
     console.print(metrics_table(metrics, title=f"{run_dir.name}: out-of-fold metrics of the blend"))
     half = metrics["holdout_half"]

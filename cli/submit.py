@@ -16,12 +16,11 @@ def submit(
                                                    "(plus the margin fitted on OOF) below the others")] = False,
 ):
     """Write the top-10 unseen items per user from the run's test scores."""
-    from recsys_kit.submission.contest_csv import write_submission  # pandas: not for `kit --help`
+    from recsys_kit import api  # pandas comes with it: not for `kit --help`
 
     with exit_on_bad_input():
-        out = out or Path("submissions") / f"{run_dir.name}.csv"
         with console.status("ranking"):
-            summary = write_submission(run_dir, out, force=force, time_filter=time_filter)
+            summary = api.submit_summary(run_dir, out, force=force, time_filter=time_filter)
     console.print(f"wrote {summary['rows']:,} rows for {summary['users']:,} users"
                   + (f"; time filter {summary['time_filter']}" if summary["time_filter"] else ""))
     typer.echo(summary["path"])
@@ -32,10 +31,10 @@ def validate(
     data: Annotated[Path, typer.Option(help="Contest-layout folder the submission is for")],
 ):
     """Check a submission against the contest's rules; exit 1 and list every broken rule."""
-    from recsys_kit.submission.contest_csv import validate_submission  # pandas: not for `kit --help`
+    from recsys_kit import api
 
     with exit_on_bad_input():
-        problems = validate_submission(csv, data)
+        problems = api.validate(csv, data)
     if problems:
         for problem in problems:
             typer.echo(f"invalid: {problem}", err=True)

@@ -7,9 +7,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli.common import FitRow, console, exit_on_bad_input, model_is_iterative, progress_bar
-from recsys_kit.runs import store
-from recsys_kit import files
-from recsys_kit.errors import DataError
 
 
 def tune(
@@ -42,43 +39,14 @@ def tune(
     # Imported here, not at the top: optuna and torch come with them, and `kit --help` should not wait.
     import optuna
 
-    from recsys_kit.config import load_config
-    from recsys_kit.data.load import load_dataset
-    from recsys_kit.protocol.holdout import assign_folds
-    from recsys_kit.protocol.preflight import check_evaluable, check_folds
-    from recsys_kit.tune.search_space import pinned_values
-    from recsys_kit.models.train import resolve_device
-    from recsys_kit.tune.study import TuneOptions, check_tune_options, default_search_path, load_search_space
+    from recsys_kit import api
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bars say it better
     with exit_on_bad_input():
-        # Everything that can be checked is checked before a line of progress is drawn.
-        check_tune_options(trials, pruner_startup, pruner_warmup)
-        check_folds(folds)
-        if study is not None:
-            store.check_run_name(study, "--study")
-        files.check_output_dir(runs_dir, "--runs-dir")
-        base = load_config(config, set_ or [], seed)
-        space = load_search_space(search or default_search_path(config, base.model_name), base, pinned=set_ or [])
         try:
-            device = resolve_device(device)
-        except ValueError as err:
-            raise DataError(str(err)) from None
-        with console.status("loading data"):
-            dataset = load_dataset(data)
-        check_folds(folds, dataset.n_users, str(data))
-        check_evaluable(dataset, base, assign_folds(dataset.n_users, folds, base.seed), str(data))
-        options = TuneOptions(trials=trials, folds=folds, study=study, storage=storage, device=device,
-                              pruner_startup=pruner_startup, pruner_warmup=pruner_warmup,
-                              keep_scores=keep_scores)
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress bars say it better
-        iterative = model_is_iterative(base.model_name)
-        headline = (f"[bold]{base.model_name}[/] on {data}: {dataset.n_users:,} users, {dataset.n_items:,} "
-                    f"items; {len(space.params)} parameters from {space.path}, device {device}")
-        if space.pinned:  # one line: the values every trial keeps instead of searching them
-            headline += "\npinned by --set, not searched: " + escape(", ".join(
-                f"{key} = {value}" for key, value in pinned_values(space, base).items()))
-        try:
-            result = _run_with_progress(dataset, base, space, options, runs_dir, config, headline, iterative)
+            result = _run_with_progress(data, config, trials, folds, runs_dir, dict(
+                overrides=set_ or [], search=search, study=study, storage=storage, seed=seed, device=device,
+                pruner_startup=pruner_startup, pruner_warmup=pruner_warmup, keep_scores=keep_scores), api.tune)
         except KeyboardInterrupt:
             console.print("interrupted: the trial in flight is queued again; rerun the same command to resume")
             raise typer.Exit(130)
@@ -101,24 +69,33 @@ def tune(
     typer.echo(str(result.best_config))
 
 
-def _run_with_progress(dataset, base, space, options, runs_dir, config, headline: str, iterative: bool):
-    from recsys_kit.tune.study import run_tune
-
-    # Drawn from the first event on (the study opened): the storage, the study's identity and the
-    # folds are checked by then, so their errors never land under an info line and an empty bar.
+def _run_with_progress(data, config, trials: int, folds: int, runs_dir, options: dict, run_tune):
+    # Drawn from the first event after the data is loaded (the headline) and the study opened: the
+    # storage, the study's identity and the folds are checked by then, so their errors never land
+    # under an info line and an empty bar.
     progress = progress_bar()
-    trials_task = progress.add_task("trials", total=options.trials, info="")
-    folds_task = progress.add_task("folds", total=options.folds, info="", visible=False)
-    fit = FitRow(progress, iterative)  # the trial's fold in flight: epochs as they pass, not only fold ends
+    status = console.status("loading data")
+    trials_task = progress.add_task("trials", total=trials, info="")
+    folds_task = progress.add_task("folds", total=folds, info="", visible=False)
+    fit: list[FitRow] = []  # the trial's fold in flight: epochs as they pass, not only fold ends
     best = {"value": None}
+    headline: list[str] = []
 
     def best_text():
         return "" if best["value"] is None else f"best R@10 {best['value']:.4f}"
 
     def on_event(event):
         kind = event["kind"]
+        if kind == "loading":
+            status.start()
+            return
+        if kind == "loaded":
+            status.stop()
+            headline.append(_headline(event, data))
+            fit.append(FitRow(progress, model_is_iterative(event["model"])))
+            return
         if not progress.live.is_started:
-            console.print(headline)
+            console.print(headline[0])
             progress.start()
         if kind == "study":
             best["value"] = event["best"]
@@ -130,11 +107,11 @@ def _run_with_progress(dataset, base, space, options, runs_dir, config, headline
             progress.update(folds_task, completed=0, visible=True, info="",
                             description=f"trial {event['number']}{again} folds")
         elif kind == "fold_start":
-            fit.start(f"trial {event['trial']} fold {event['fold'] + 1}", event["epochs"])
+            fit[0].start(f"trial {event['trial']} fold {event['fold'] + 1}", event["epochs"])
         elif kind == "epoch":
-            fit.epoch(event)
+            fit[0].epoch(event)
         elif kind == "fold_end":
-            fit.finish()
+            fit[0].finish()
             progress.update(folds_task, completed=event["fold"] + 1,
                             info=f"fold {event['fold'] + 1} R@10 {event['recall@10']:.4f}")
         elif kind == "trial_end":
@@ -143,16 +120,27 @@ def _run_with_progress(dataset, base, space, options, runs_dir, config, headline
                 f"R@10 {event['value']:.4f}" if event["value"] is not None else event["state"].lower())
             progress.update(trials_task, completed=event["done"], info=f"{best_text()}  last: {shown}")
             progress.update(folds_task, visible=False)
-            fit.hide()
+            fit[0].hide()
         elif kind == "requeued":
             console.print(f"trial {event['number']} was left running by a dead worker: queued again")
         elif kind == "note":
             console.print(f"note: {event['message']}", markup=False)
 
     try:
-        return run_tune(dataset, base, space, options, runs_dir, config_path=config, on_event=on_event)
+        return run_tune(data, config, trials, folds, runs_dir=runs_dir, on_event=on_event, **options)
     finally:
+        status.stop()
         progress.stop()
+
+
+def _headline(event: dict, data) -> str:
+    """What is tuned on what: the model, the data's size, the search space and the pinned values."""
+    text = (f"[bold]{event['model']}[/] on {data}: {event['users']:,} users, {event['items']:,} items; "
+            f"{event['params']} parameters from {event['search']}, device {event['device']}")
+    if event["pinned"]:  # one line: the values every trial keeps instead of searching them
+        text += "\npinned by --set, not searched: " + escape(", ".join(
+            f"{key} = {value}" for key, value in event["pinned"].items()))
+    return text
 
 
 def _top_table(result) -> Table:

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from recsys_kit.config import RunConfig
     from recsys_kit.data.dataset import Dataset
     from recsys_kit.files import ScoreFile
+    from recsys_kit.runs.run_dir import RunDir, RunMetrics
+    from recsys_kit.tune.study import TuneResult
 
 EventCallback = Callable[[dict], None]
 
@@ -36,47 +38,59 @@ class CVResult:
     metrics: dict = field(repr=False, compare=False)  # metrics.json as written
 
     @property
+    def run(self) -> RunDir:
+        """The run directory as recsys_kit.runs.run_dir.RunDir reads it (kind, status, files)."""
+        from recsys_kit.runs.run_dir import RunDir
+
+        return RunDir(self.run_dir)
+
+    @property
+    def figures(self) -> RunMetrics:
+        """metrics.json's headline figures, typed."""
+        from recsys_kit.runs.run_dir import RunMetrics
+
+        return RunMetrics.of(self.metrics)
+
+    @property
     def name(self) -> str:
         return self.run_dir.name
 
     @property
     def model(self) -> str | None:
         """The model's name ("ensemble" for a blend)."""
-        return self.metrics.get("model")
+        return self.figures.model
 
     @property
     def recall(self) -> float | None:
         """Mean out-of-fold Recall@10 over the folds (None when no user had a hidden item)."""
-        return self.metrics["recall@10"]["mean"]
+        return self.figures.recall
 
     @property
     def recall_std(self) -> float | None:
-        return self.metrics["recall@10"].get("std")
+        return self.figures.recall_std
 
     @property
     def ndcg(self) -> float | None:
         """Mean out-of-fold NDCG@10 over the folds."""
-        return self.metrics["ndcg@10"]["mean"]
+        return self.figures.ndcg
 
     @property
     def lb_estimate(self) -> float | None:
         """The leaderboard estimate of Recall@10 when the run made one (see DESIGN.md, Protocol 3)."""
-        return self.metrics["recall@10"].get("lb_estimate")
+        return self.figures.lb_estimate
 
     def oof_scores(self) -> ScoreFile:
         """users x items float32 out-of-fold scores (seen items are -inf), read on demand: index rows
         like an array (`scores[users]`, `scores[:100]`), or `np.asarray(scores)` for the whole matrix."""
-        return self._scores("oof_scores.npy")
+        return self.run.scores("oof_scores.npy")
 
     def test_scores(self) -> ScoreFile:
         """users x items float32 scores the submission is ranked from, read on demand as oof_scores."""
-        return self._scores("test_scores.npy")
+        return self.run.scores("test_scores.npy")
 
     def ids(self) -> tuple[np.ndarray, np.ndarray]:
         """(user_ids, item_ids): the original ids of the score matrices' rows and columns."""
-        from recsys_kit.runs import store
-
-        return store.load_ids(self.run_dir, "user_ids.npy"), store.load_ids(self.run_dir, "item_ids.npy")
+        return self.run.ids()
 
     def curves(self) -> dict | None:
         """curves.json (per fold, per epoch: loss and validation Recall@10), or None when the run has none."""
@@ -84,25 +98,22 @@ class CVResult:
 
         return load_curves(self.run_dir)
 
-    def _scores(self, filename: str) -> ScoreFile:
-        from recsys_kit.runs import store
-
-        return store.load_scores(self.run_dir, filename)
-
     def __repr__(self) -> str:
         figure = "n/a" if self.recall is None else f"{self.recall:.4f}"
         return f"CVResult({self.name!r}, model={self.model!r}, recall@10={figure}, run_dir={str(self.run_dir)!r})"
 
 
 def open_run(run_dir: str | Path) -> CVResult:
-    """A `kit cv` or `kit ensemble` run directory as a CVResult (DataError when it never finished)."""
-    from recsys_kit.runs import store
+    """A finished `kit cv` or `kit ensemble` run directory as a CVResult (DataError otherwise, saying why)."""
     from recsys_kit.errors import DataError
+    from recsys_kit.runs.run_dir import RunDir
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "metrics.json").is_file():
-        raise DataError(f"{run_dir}: no metrics.json; pass a finished `kit cv` or `kit ensemble` run directory")
-    return CVResult(run_dir, store.read_json(run_dir / "metrics.json"))
+    run = RunDir(run_dir)
+    fix = "pass a finished `kit cv` or `kit ensemble` run directory"
+    if run.kind == "tune":
+        raise DataError(f"{run.path}: a `kit tune` study, no metrics.json; {fix} (its best config: best.toml)")
+    run.require_finished(fix)
+    return CVResult(run.path, run.metrics)
 
 
 def load_data(data_dir: str | Path) -> Dataset:
@@ -113,28 +124,55 @@ def load_data(data_dir: str | Path) -> Dataset:
     return load_dataset(Path(data_dir))
 
 
-def load_run_config(model: str | Path | RunConfig, overrides: Mapping[str, Any] | None = None,
+def load_run_config(model: str | Path | RunConfig | None, overrides: Mapping[str, Any] | Iterable[str] | None = None,
                     seed: int | None = None) -> RunConfig:
-    """A model name ("ease"), a config TOML (configs/multidae.toml) or a RunConfig, with
-    `overrides` as `kit cv --set` takes them: {"train.epochs": 5, "model.hidden_dims": [600, 200]}."""
+    """A model name ("ease"), a config TOML (configs/multidae.toml), a RunConfig, or None (the
+    defaults, with the model named in `overrides`), with `overrides` as `kit cv --set` takes them:
+    {"train.epochs": 5, "model.hidden_dims": [600, 200]} or ["train.epochs=5", ...]."""
     import recsys_kit.models  # noqa: F401  (registers every model's config)
     from recsys_kit.config import RunConfig, apply_overrides, from_dict, load_config
 
-    sets = [f"{key}={json.dumps(list(value)) if isinstance(value, (list, tuple)) else value}"
-            for key, value in (overrides or {}).items()]
+    if isinstance(overrides, Mapping):
+        sets = [f"{key}={json.dumps(list(value)) if isinstance(value, (list, tuple)) else value}"
+                for key, value in overrides.items()]
+    else:
+        sets = list(overrides or [])
     if isinstance(model, RunConfig):
         raw = apply_overrides(json.loads(model.to_json()), sets)
         if seed is not None:
             raw["seed"] = seed
         return from_dict(raw, "the RunConfig with overrides")
+    if model is None:
+        return load_config(None, sets, seed)
     path = Path(model)
-    if path.suffix == ".toml" or path.exists():
+    if isinstance(model, Path) or path.suffix == ".toml" or path.exists():
         return load_config(path, sets, seed)
     return load_config(None, [f"model.name={model}", *sets], seed)
 
 
-def cross_validate(data: Dataset | str | Path, model: str | Path | RunConfig, folds: int = 5, *,
-                   overrides: Mapping[str, Any] | None = None, runs_dir: str | Path = "runs",
+def _notify(on_event: EventCallback | None, kind: str, **payload) -> None:
+    if on_event is not None:
+        on_event({"kind": kind, **payload})
+
+
+def _checked_data(data: Dataset | str | Path, config: RunConfig, folds: int, on_event: EventCallback | None,
+                  **about) -> Dataset:
+    """The Dataset (loaded when given as a folder, after a "loading" event), checked for the folds
+    (protocol.preflight), then announced by a "loaded" event with its size and `about`."""
+    from recsys_kit.protocol.preflight import check_run_data
+
+    where = str(data) if isinstance(data, (str, Path)) else "the data"
+    if isinstance(data, (str, Path)):
+        _notify(on_event, "loading", data=where)
+        data = load_data(data)
+    check_run_data(data, config, folds, where)
+    _notify(on_event, "loaded", data=where, users=data.n_users, items=data.n_items, interactions=data.matrix.nnz,
+            duplicates=data.summary.get("duplicates_collapsed", 0), **about)
+    return data
+
+
+def cross_validate(data: Dataset | str | Path, model: str | Path | RunConfig | None, folds: int = 5, *,
+                   overrides: Mapping[str, Any] | Iterable[str] | None = None, runs_dir: str | Path = "runs",
                    name: str | None = None, seed: int | None = None, device: str = "auto",
                    refit: str = "full", refit_seeds: int = 0, lb_estimate: bool = True,
                    on_event: EventCallback | None = None) -> CVResult:
@@ -144,33 +182,46 @@ def cross_validate(data: Dataset | str | Path, model: str | Path | RunConfig, fo
     a config TOML or a RunConfig; `overrides` as `--set` ({"train.epochs": 5}). Writes a run directory
     under `runs_dir` (never overwrites one) with OOF and test score matrices and metrics.json, and
     returns it as a CVResult. `refit`, `refit_seeds`, `lb_estimate`: as `kit cv --help` explains.
-    `on_event` receives the progress events (fold_start, epoch, fold_end, stage_start, end)."""
-    from recsys_kit.runs import store
-    from recsys_kit.cv.run import run_cv
-    from recsys_kit.errors import DataError
-    from recsys_kit.protocol.holdout import assign_folds
-    from recsys_kit.protocol.preflight import check_evaluable, check_folds
+    `on_event` receives the progress events (loading, loaded, start, fold_start, epoch, fold_end,
+    stage_start, end). Every option is checked before the data is read, the data before any fit."""
     from recsys_kit.cv.refit import RefitOptions
-    from recsys_kit.models.train import resolve_device
+    from recsys_kit.cv.run import run_cv
+    from recsys_kit.protocol.preflight import check_run_options
 
-    check_folds(folds)
-    if name is not None:
-        store.check_run_name(name)
-    from recsys_kit import files
-    files.check_output_dir(Path(runs_dir), "runs_dir")
+    device = check_run_options(folds, Path(runs_dir), name, device)
     config = load_run_config(model, overrides, seed)
     refit_options = RefitOptions(mode=refit, seeds=refit_seeds, lb_estimate=lb_estimate)
-    try:
-        device = resolve_device(device)
-    except ValueError as err:
-        raise DataError(str(err)) from None
-    where = str(data) if isinstance(data, (str, Path)) else "the data"
-    dataset = load_data(data) if isinstance(data, (str, Path)) else data
-    check_folds(folds, dataset.n_users, where)
-    check_evaluable(dataset, config, assign_folds(dataset.n_users, folds, config.seed), where)
+    dataset = _checked_data(data, config, folds, on_event, model=config.model_name, device=device)
     run_dir = run_cv(dataset, config, folds, Path(runs_dir), name=name, device=device, on_event=on_event,
                      refit=refit_options)
     return open_run(run_dir)
+
+
+def tune(data: Dataset | str | Path, model: str | Path | RunConfig | None, trials: int, folds: int = 5, *,
+         overrides: Iterable[str] | None = None, search: str | Path | None = None, runs_dir: str | Path = "runs",
+         study: str | None = None, storage: str | None = None, seed: int | None = None, device: str = "auto",
+         pruner_startup: int = 5, pruner_warmup: int = 0, keep_scores: bool = False,
+         on_event: EventCallback | None = None) -> TuneResult:
+    """`kit tune` as a call: an Optuna study over the model's search space (configs/search/<model>.toml
+    unless `search`), resumed when the study exists. A field set in `overrides` ("k=v" as `--set`)
+    is pinned, not searched. Returns the study's TuneResult (best config file, top trials, counts)."""
+    from recsys_kit.protocol.preflight import check_run_options
+    from recsys_kit.tune.search_space import pinned_values
+    from recsys_kit.tune.study import (TuneOptions, check_tune_options, default_search_path, load_search_space,
+                                       run_tune)
+
+    check_tune_options(trials, pruner_startup, pruner_warmup)
+    device = check_run_options(folds, Path(runs_dir), study, device, name_option="--study")
+    config_path = Path(model) if isinstance(model, Path) or str(model).endswith(".toml") else None
+    base = load_run_config(model, list(overrides or []), seed)
+    space = load_search_space(Path(search) if search else default_search_path(config_path, base.model_name), base,
+                              pinned=list(overrides or []))
+    options = TuneOptions(trials=trials, folds=folds, study=study, storage=storage, device=device,
+                          pruner_startup=pruner_startup, pruner_warmup=pruner_warmup, keep_scores=keep_scores)
+    dataset = _checked_data(data, base, folds, on_event, model=base.model_name, device=device,
+                            params=len(space.params), search=str(space.path),
+                            pinned=pinned_values(space, base) if space.pinned else {})
+    return run_tune(dataset, base, space, options, Path(runs_dir), config_path=config_path, on_event=on_event)
 
 
 def blend(members: Iterable[CVResult | str | Path], *, runs_dir: str | Path = "runs", name: str | None = None,
@@ -178,19 +229,18 @@ def blend(members: Iterable[CVResult | str | Path], *, runs_dir: str | Path = "r
     """`kit ensemble` as a call: blend two or more runs on the same data, holdout and folds.
 
     members: CVResults or run directories. method: fit (weights fitted on OOF Recall@10) | slots |
-    vote | mean; further `options` are recsys_kit.ensemble.EnsembleOptions fields (normalize, seed,
-    bags, fallback, ...). Returns the blend's run directory as a CVResult: its OOF metrics, the
+    vote | mean; further `options` are recsys_kit.blending.ensemble.EnsembleOptions fields (normalize,
+    seed, bags, fallback, ...). Returns the blend's run directory as a CVResult: its OOF metrics, the
     weights in `metrics["members"]` and the held-out-half check in `metrics["holdout_half"]`."""
-    from recsys_kit.runs import store
     from recsys_kit.blending.ensemble import EnsembleOptions, check_compatible, run_ensemble
+    from recsys_kit.files import check_output_dir, check_run_name
 
     paths = [member.run_dir if isinstance(member, CVResult) else Path(member) for member in members]
     ensemble_options = EnsembleOptions(method=method, **options)
     ensemble_options.check()
     if name is not None:
-        store.check_run_name(name)
-    from recsys_kit import files
-    files.check_output_dir(Path(runs_dir), "runs_dir")
+        check_run_name(name)
+    check_output_dir(Path(runs_dir), "--runs-dir")
     check_compatible(paths)
     return open_run(run_ensemble(paths, Path(runs_dir), name=name, options=ensemble_options, on_event=on_event))
 
@@ -199,11 +249,17 @@ def submit(run: CVResult | str | Path, out: str | Path | None = None, *, force: 
            time_filter: bool = False) -> Path:
     """`kit submit` as a call: the run's top-10 unseen items per user as the contest's CSV
     (default submissions/<run>.csv; an existing file is kept unless `force`). Returns the CSV's path."""
+    return Path(submit_summary(run, out, force=force, time_filter=time_filter)["path"])
+
+
+def submit_summary(run: CVResult | str | Path, out: str | Path | None = None, *, force: bool = False,
+                   time_filter: bool = False) -> dict:
+    """`submit`, returning what was written: {"path", "users", "rows", "time_filter"}."""
     from recsys_kit.submission.contest_csv import write_submission
 
     run_dir = run.run_dir if isinstance(run, CVResult) else Path(run)
     out = Path(out) if out is not None else Path("submissions") / f"{run_dir.name}.csv"
-    return Path(write_submission(run_dir, out, force=force, time_filter=time_filter)["path"])
+    return write_submission(run_dir, out, force=force, time_filter=time_filter)
 
 
 def validate(csv: str | Path, data_dir: str | Path) -> list[str]:

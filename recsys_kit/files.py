@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,14 @@ from recsys_kit.errors import DataError
 
 DTYPE = np.dtype(np.float32)
 TMP = ".tmp"
+
+
+RUN_NAME = re.compile(r"[A-Za-z0-9][\w.-]*")  # one directory name: no slash, no leading dot or dash
+
+
+def check_run_name(name: str, option: str = "--name") -> None:
+    if not RUN_NAME.fullmatch(name) or len(name) > 200:
+        raise DataError(f"{option} {name!r}: use letters, digits, '.', '_' and '-' (it names one directory)")
 
 
 def check_output_dir(path: Path, option: str) -> None:

@@ -14,7 +14,8 @@ from cli.main import app
 from recsys_kit import files
 from recsys_kit.blending.methods import METHODS, NORMALIZERS, normalize
 from recsys_kit.blending.weights import fit_weights
-from recsys_kit.blending.ensemble import EnsembleOptions, Member, blend_file, check_compatible, run_ensemble
+from recsys_kit.runs.run_dir import RunDir
+from recsys_kit.blending.ensemble import EnsembleOptions, blend_file, check_compatible, run_ensemble
 from recsys_kit.errors import DataError
 from recsys_kit.blending.arithmetic import blend_blocks
 from recsys_kit.protocol.ranking import top_k
@@ -276,7 +277,7 @@ def test_refuses_an_oof_only_run_and_names_the_fix(tmp_path):
 
 def test_peak_memory_does_not_grow_with_members(tmp_path):
     rng, seen, target, folds = random_setup(n_users=2000, n_items=500, seen_fraction=0.05)
-    runs_ = [Member(fake_run(tmp_path / f"m{i}", masked(rng.normal(size=seen.shape), seen), seen, target, folds),
+    runs_ = [RunDir(fake_run(tmp_path / f"m{i}", masked(rng.normal(size=seen.shape), seen), seen, target, folds),
                     {"users": 2000, "items": 500}, {}) for i in range(6)]
     options = EnsembleOptions(method="mean", normalize="rank", chunk=200)
     peaks = []

@@ -26,12 +26,14 @@ import scipy.sparse as sp
 
 from recsys_kit import files
 from recsys_kit.runs import store
+from recsys_kit.runs.run_dir import RunDir
+from recsys_kit.blending.members import check_compatible, member_rows
 from recsys_kit.protocol import time_filter
 from recsys_kit.blending.methods import METHODS, NORMALIZERS, Blend, as_blends, normalize
-from recsys_kit.blending.weights import K, CandidateCache, choose_blend
+from recsys_kit.blending.weights import CandidateCache, choose_blend
 from recsys_kit.errors import DataError
 from recsys_kit.seeds import derive_seed
-from recsys_kit.protocol.metrics import build_metrics, ndcg_per_user, recall_per_user, summarize
+from recsys_kit.protocol.metrics import K, build_metrics, ndcg_per_user, recall_per_user, summarize
 from recsys_kit.cv.refit import LB_FILES, depth_estimate
 from recsys_kit.protocol.ranking import top_k
 
@@ -69,80 +71,14 @@ class EnsembleOptions:
             raise DataError(f"ensemble steps must lie in (0, 1], got {list(self.steps)}")
 
 
-@dataclass(frozen=True)
-class Member:
-    path: Path
-    data: dict
-    metrics: dict
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-
 def _notify(on_event: EventCallback | None, kind: str, **payload) -> None:
     if on_event is not None:
         on_event({"kind": kind, **payload})
 
 
-def _load(path: Path):
-    if not path.exists():
-        raise DataError(f"{path}: missing; {path.parent} is not a complete run directory (rerun `kit cv`)")
-    return store.read_json(path) if path.suffix == ".json" else store.load_ids(path.parent, path.name)
-
-
-def _rows(run_dir: Path, name: str, index, users: int | None = None) -> np.ndarray:
-    """Rows of a score matrix as float32, read into memory this call owns (recsys_kit.files);
-    `users`: the matrix's row count when it holds a user sample, not every user."""
-    with store.load_scores(run_dir, name, users) as scores:
-        return scores[index]
-
-
-# ------------------------------------------------------------------------------ compatibility
-
-def check_compatible(run_dirs) -> list[Member]:
-    """The members, or a DataError naming the first run whose OOF rows would not line up."""
-    paths = [Path(p) for p in run_dirs]
-    if len(paths) < 2:
-        raise DataError("a blend needs at least two run directories; pass two or more `kit cv` runs")
-    seen: dict[Path, Path] = {}
-    for path in paths:
-        if not path.is_dir():
-            raise DataError(f"{path}: not a directory; pass run directories written by `kit cv`")
-        if path.resolve() in seen:
-            raise DataError(f"{path}: listed twice (also as {seen[path.resolve()]}); pass each run once")
-        seen[path.resolve()] = path
-    members = [Member(p, _load(p / "data.json"), _load(p / "metrics.json")) for p in paths]
-    ref = members[0]
-    ref_arrays = {n: _load(ref.path / n) for n in ("user_ids.npy", "item_ids.npy", "folds.npy")}
-    for member in members:
-        shape = (member.data.get("users"), member.data.get("items"))
-        for name in ("oof_scores.npy", "test_scores.npy"):
-            scores = store.load_scores(member.path, name)
-            if scores.shape != shape or scores.dtype != np.float32:
-                raise DataError(f"{member.path / name}: {scores.dtype} {scores.shape}, data.json says float32 "
-                                f"{shape}; the run is damaged or unfinished, rerun `kit cv`")
-        if member is ref:
-            continue
-        ids = [what for what, n in (("user ids", "user_ids.npy"), ("item ids", "item_ids.npy"))
-               if not np.array_equal(_load(member.path / n), ref_arrays[n])]
-        differ = (ids + [what for what, key in (("data fingerprint", "fingerprint"),
-                                                ("holdout", "holdout_fingerprint"))
-                         if member.data.get(key) != ref.data.get(key)])
-        if not np.array_equal(_load(member.path / "folds.npy"), ref_arrays["folds.npy"]):
-            differ.append("fold assignment")
-        if differ:
-            fix = ("the same --data" if ids or "data fingerprint" in differ else
-                   "the same seed and [holdout] settings" if "holdout" in differ else
-                   "the same --folds and --seed")
-            raise DataError(f"{member.path}: OOF rows do not line up with {ref.path}: {' and '.join(differ)} "
-                            f"differ; rerun `kit cv` for it with {fix} as {ref.path}")
-    return members
-
-
 # ------------------------------------------------------------------------------ weight fitting
 
-def build_cache(members: list[Member], users: np.ndarray, target: sp.csr_matrix, options: EnsembleOptions,
+def build_cache(members: list[RunDir], users: np.ndarray, target: sp.csr_matrix, options: EnsembleOptions,
                 on_step: Callable[[], None] | None = None) -> CandidateCache:
     """Normalised OOF scores of every member on the union of the members' top candidates.
 
@@ -157,7 +93,7 @@ def build_cache(members: list[Member], users: np.ndarray, target: sp.csr_matrix,
     hits = np.zeros((len(users), width), dtype=bool)
     for start in range(0, len(users), step):
         index = users[start:start + step]
-        blocks = [normalize(_rows(m.path, "oof_scores.npy", index), options.normalize) for m in members]
+        blocks = [normalize(member_rows(m.path, "oof_scores.npy", index), options.normalize) for m in members]
         items = np.sort(np.concatenate([top_k(b, n) for b in blocks], axis=1), axis=1)
         ok = np.ones(items.shape, dtype=bool)
         ok[:, 1:] = items[:, 1:] != items[:, :-1]  # the same item picked by two members counts once
@@ -181,7 +117,7 @@ def _cache_step(options: EnsembleOptions, n_members: int) -> int:
 
 # ------------------------------------------------------------------------------ chunked blending
 
-def blend_chunk(members: list[Member], name: str, index, blends, options: EnsembleOptions,
+def blend_chunk(members: list[RunDir], name: str, index, blends, options: EnsembleOptions,
                 on_member: Callable[[int, np.ndarray], None] | None = None, users: int | None = None) -> np.ndarray:
     """The blends (Blends, or weights: a vector or blends x members) of the members' rows `index`
     by `options.method`, shape blends x rows x items; members are read one at a time (`users`:
@@ -189,7 +125,7 @@ def blend_chunk(members: list[Member], name: str, index, blends, options: Ensemb
 
     def raw_blocks():
         for m, member in enumerate(members):
-            raw = _rows(member.path, name, index, users)
+            raw = member_rows(member.path, name, index, users)
             if on_member is not None:
                 on_member(m, raw)
             yield raw
@@ -197,7 +133,7 @@ def blend_chunk(members: list[Member], name: str, index, blends, options: Ensemb
     return METHODS[options.method].combine(raw_blocks(), as_blends(blends), options)
 
 
-def blend_file(members: list[Member], name: str, out: Path | None, blends, options: EnsembleOptions,
+def blend_file(members: list[RunDir], name: str, out: Path | None, blends, options: EnsembleOptions,
                target: sp.csr_matrix | None = None, on_chunk: Callable[[], None] | None = None) -> dict:
     """Blend score matrix `name` of the members into `out` (the first of `blends`: Blends, or
     weights as a vector or blends x members), chunk by chunk. With `target`: per-user Recall@10 /
@@ -267,82 +203,25 @@ def run_ensemble(run_dirs, runs_dir: Path, name: str | None = None, options: Ens
     members = check_compatible(run_dirs)
     first = members[0].path
     target = store.load_sparse(first, "holdout_target.npz")
-    activity = np.diff(store.load_sparse(first, "holdout_input.npz").indptr)
-    fold_of_user = store.load_ids(first, "folds.npy")
-    n_users, n_members = target.shape[0], len(members)
-    has_target = np.diff(target.indptr) > 0
+    n_users = target.shape[0]
     half_b = split_halves(n_users, options.seed)
-    chunks = -(-n_users // options.chunk)
     _notify(on_event, "start", members=[str(m.path) for m in members], users=n_users,
             items=target.shape[1], method=options.method, normalize=options.normalize)
+    fitted = _fit_blend(members, target, half_b, options, on_event)
+    run_dir = _start_run_dir(members, runs_dir, name, options)
 
-    method = METHODS[options.method]
-    fit_info: dict = {}
-    choice: dict = {"used": "blend", "reason": f"method {options.method}: no fitted weights to check"}
-    final = half_a = Blend(np.full(n_members, 1.0 / n_members))
-    if method.fit is not None:
-        users = fit_sample(has_target, options.fit_users, options.seed)
-        _notify(on_event, "stage", stage="cache", total=-(-len(users) // _cache_step(options, n_members)))
-        cache = build_cache(members, users, target, options,
-                            on_step=lambda: _notify(on_event, "advance", stage="cache"))
-        _notify(on_event, "stage", stage="fit", total=2)
-        in_a = ~half_b[users]
-        half_a, sample_a = method.fit(cache.subset(in_a), options, derive_seed(options.seed, "bags-half-a"))
-        _notify(on_event, "advance", stage="fit", weights=half_a.weights.tolist())
-        final, sample_all = method.fit(cache, options, derive_seed(options.seed, "bags"))
-        _notify(on_event, "advance", stage="fit", weights=final.weights.tolist())
-        del cache
-        fit_info = {"users": len(users), "users_half_a": int(in_a.sum()), "bags": options.bags,
-                    "sample_recall@10_half_a": sample_a, "sample_recall@10": sample_all,
-                    "slots": _slots(final, members)}
-        _notify(on_event, "stage", stage="check", total=chunks)
-        check = blend_file(members, "oof_scores.npy", None, [half_a], options, target=target,
-                           on_chunk=lambda: _notify(on_event, "advance", stage="check"))
-        choice = choose_blend(members, check, half_b, final.weights, options)
-        if choice["used"] != "blend":  # the best member alone: its own top-10, nothing reserved
-            final = Blend(np.asarray(choice["weights"]))
-    weights, weights_a = np.asarray(final.weights), np.asarray(half_a.weights)
-
-    run_dir = store.create_run_dir(runs_dir, name or store.default_run_name("ensemble"))
-    normalize = method.normalize or options.normalize
-    files.write_json(run_dir / "config.json", {"kind": "ensemble", "members": [str(m.path) for m in members],
-                                              **dataclasses.asdict(options), "normalize": normalize})
-    # Not store.environment(): it imports torch (~0.3 GB resident) to name a device a blend never uses.
-    files.write_json(run_dir / "environment.json", {"python": platform.python_version(), "numpy": np.__version__,
-                                                   "platform": platform.platform(), "argv": sys.argv})
-    for file_name in COPIED + ((time_filter.FILE,) if (first / time_filter.FILE).exists() else ()):
-        files.copy_file(first / file_name, run_dir / file_name)
-
+    chunks = -(-n_users // options.chunk)
     _notify(on_event, "stage", stage="oof", total=chunks)
     # First: the final blend (written, scored on everyone); last: the half-A fit, for half B.
-    blends = [final, half_a] if method.fit is not None else [final]
+    blends = [fitted.final, fitted.half_a] if fitted.info else [fitted.final]
     per_user = blend_file(members, "oof_scores.npy", run_dir / "oof_scores.npy", blends, options, target=target,
                           on_chunk=lambda: _notify(on_event, "advance", stage="oof"))
-    half_recall, half_ndcg = (np.where(half_b, per_user[k][-1], np.nan) for k in ("recall", "ndcg"))
     _notify(on_event, "stage", stage="test", total=chunks)
-    blend_file(members, "test_scores.npy", run_dir / "test_scores.npy", [final], options,
+    blend_file(members, "test_scores.npy", run_dir / "test_scores.npy", [fitted.final], options,
                on_chunk=lambda: _notify(on_event, "advance", stage="test"))
 
-    estimate = blend_lb_estimate(members, final, options)
-    members_report = [{
-        "path": str(member.path), "name": member.name, "model": member.metrics.get("model"),
-        "weight": float(weights[m]), "weight_half_a": float(weights_a[m]),
-        **{metric: _brief(member.metrics.get(metric)) for metric in ("recall@10", "ndcg@10")},
-        "holdout_half": {"recall@10": summarize(per_user["member_recall"][m][half_b]),
-                         "ndcg@10": summarize(per_user["member_ndcg"][m][half_b])}}
-        for m, member in enumerate(members)]
-    metrics = build_metrics(per_user["recall"][0], per_user["ndcg"][0], activity, fold_of_user, has_target)
-    metrics.update({
-        "model": "ensemble", "method": options.method, "normalize": normalize, "weights": weights.tolist(),
-        "slots": _slots(final, members), "members": members_report, "fit": fit_info, "choice": choice,
-        "lb_estimate": estimate,
-        "wall_seconds": round(time.time() - started, 2),
-        "holdout_half": {"recall@10": summarize(half_recall), "ndcg@10": summarize(half_ndcg),
-                         "users_evaluated": int((~np.isnan(half_recall)).sum()),
-                         "weights": weights_a.tolist(), "slots": _slots(half_a, members), "seed": options.seed,
-                         "note": f"{method.fitted} fitted on half A of the users, scored on half B" if
-                         method.fit is not None else "no fitting: the same blend, scored on half B"}})
-    metrics["recall@10"]["lb_estimate"] = estimate.get("recall@10")
+    metrics = _ensemble_metrics(members, fitted, per_user, target, half_b, options)
+    metrics["wall_seconds"] = round(time.time() - started, 2)
     metrics["time_filter"] = time_filter.margin_report(store.load_scores(run_dir, "oof_scores.npy"), target,
                                                        time_filter.load_times(run_dir))
     files.write_json(run_dir / "metrics.json", metrics)  # last: its presence marks a finished run
@@ -350,7 +229,92 @@ def run_ensemble(run_dirs, runs_dir: Path, name: str | None = None, options: Ens
     return run_dir
 
 
-def blend_lb_estimate(members: list[Member], blend, options: EnsembleOptions) -> dict:
+@dataclass(frozen=True)
+class FittedBlend:
+    final: Blend  # what is written: the blend fitted on all users, or the best member alone (the fallback)
+    half_a: Blend  # fitted on half A only, scored on half B
+    info: dict  # the fit's figures for metrics.json ({} for a method that fits nothing)
+    choice: dict  # blend or best member, and why
+
+
+def _fit_blend(members: list[RunDir], target: sp.csr_matrix, half_b: np.ndarray, options: EnsembleOptions,
+               on_event: EventCallback | None) -> FittedBlend:
+    """Weights fitted on a cache of the members' top candidates (half A, then all users), the half-A
+    fit checked on half B, and the fallback's choice; equal weights for a method that fits nothing."""
+    method, n_members = METHODS[options.method], len(members)
+    final = Blend(np.full(n_members, 1.0 / n_members))
+    if method.fit is None:
+        return FittedBlend(final, final, {}, {"used": "blend",
+                                              "reason": f"method {options.method}: no fitted weights to check"})
+    users = fit_sample(np.diff(target.indptr) > 0, options.fit_users, options.seed)
+    _notify(on_event, "stage", stage="cache", total=-(-len(users) // _cache_step(options, n_members)))
+    cache = build_cache(members, users, target, options, on_step=lambda: _notify(on_event, "advance", stage="cache"))
+    _notify(on_event, "stage", stage="fit", total=2)
+    in_a = ~half_b[users]
+    half_a, sample_a = method.fit(cache.subset(in_a), options, derive_seed(options.seed, "bags-half-a"))
+    _notify(on_event, "advance", stage="fit", weights=half_a.weights.tolist())
+    final, sample_all = method.fit(cache, options, derive_seed(options.seed, "bags"))
+    _notify(on_event, "advance", stage="fit", weights=final.weights.tolist())
+    del cache
+    info = {"users": len(users), "users_half_a": int(in_a.sum()), "bags": options.bags,
+            "sample_recall@10_half_a": sample_a, "sample_recall@10": sample_all, "slots": _slots(final, members)}
+    _notify(on_event, "stage", stage="check", total=-(-target.shape[0] // options.chunk))
+    check = blend_file(members, "oof_scores.npy", None, [half_a], options, target=target,
+                       on_chunk=lambda: _notify(on_event, "advance", stage="check"))
+    choice = choose_blend(members, check, half_b, final.weights, options)
+    if choice["used"] != "blend":  # the best member alone: its own top-10, nothing reserved
+        final = Blend(np.asarray(choice["weights"]))
+    return FittedBlend(final, half_a, info, choice)
+
+
+def _start_run_dir(members: list[RunDir], runs_dir: Path, name: str | None, options: EnsembleOptions) -> Path:
+    """The blend's new run directory with its config, environment and the members' shared files."""
+    first = members[0].path
+    run_dir = store.create_run_dir(runs_dir, name or store.default_run_name("ensemble"))
+    normalize = METHODS[options.method].normalize or options.normalize
+    files.write_json(run_dir / "config.json", {"kind": "ensemble", "members": [str(m.path) for m in members],
+                                              **dataclasses.asdict(options), "normalize": normalize})
+    # Not store.environment(): it imports torch (~0.3 GB resident) to name a device a blend never uses.
+    files.write_json(run_dir / "environment.json", {"python": platform.python_version(), "numpy": np.__version__,
+                                                   "platform": platform.platform(), "argv": sys.argv})
+    for file_name in COPIED + ((time_filter.FILE,) if (first / time_filter.FILE).exists() else ()):
+        files.copy_file(first / file_name, run_dir / file_name)
+    return run_dir
+
+
+def _ensemble_metrics(members: list[RunDir], fitted: FittedBlend, per_user: dict, target: sp.csr_matrix,
+                      half_b: np.ndarray, options: EnsembleOptions) -> dict:
+    """metrics.json of the blend: OOF figures, members and weights, the held-out half, the estimate."""
+    method = METHODS[options.method]
+    first = members[0].path
+    activity = np.diff(store.load_sparse(first, "holdout_input.npz").indptr)
+    fold_of_user = store.load_ids(first, "folds.npy")
+    weights, weights_a = np.asarray(fitted.final.weights), np.asarray(fitted.half_a.weights)
+    half_recall, half_ndcg = (np.where(half_b, per_user[k][-1], np.nan) for k in ("recall", "ndcg"))
+    estimate = blend_lb_estimate(members, fitted.final, options)
+    members_report = [{
+        "path": str(member.path), "name": member.name, "model": member.metrics.get("model"),
+        "weight": float(weights[m]), "weight_half_a": float(weights_a[m]),
+        **{metric: _brief(member.metrics.get(metric)) for metric in ("recall@10", "ndcg@10")},
+        "holdout_half": {"recall@10": summarize(per_user["member_recall"][m][half_b]),
+                         "ndcg@10": summarize(per_user["member_ndcg"][m][half_b])}}
+        for m, member in enumerate(members)]
+    metrics = build_metrics(per_user["recall"][0], per_user["ndcg"][0], activity, fold_of_user,
+                            np.diff(target.indptr) > 0)
+    metrics.update({
+        "model": "ensemble", "method": options.method, "normalize": method.normalize or options.normalize,
+        "weights": weights.tolist(), "slots": _slots(fitted.final, members), "members": members_report,
+        "fit": fitted.info, "choice": fitted.choice, "lb_estimate": estimate,
+        "holdout_half": {"recall@10": summarize(half_recall), "ndcg@10": summarize(half_ndcg),
+                         "users_evaluated": int((~np.isnan(half_recall)).sum()),
+                         "weights": weights_a.tolist(), "slots": _slots(fitted.half_a, members), "seed": options.seed,
+                         "note": f"{method.fitted} fitted on half A of the users, scored on half B" if
+                         method.fit is not None else "no fitting: the same blend, scored on half B"}})
+    metrics["recall@10"]["lb_estimate"] = estimate.get("recall@10")
+    return metrics
+
+
+def blend_lb_estimate(members: list[RunDir], blend, options: EnsembleOptions) -> dict:
     """The members' leaderboard-estimate rows (one and two levels of hiding down), blended as the
     final `blend` (a Blend, or its weights) and extrapolated as for one model (recsys_kit.refit)."""
     if not all((m.path / name).exists() for m in members for name in LB_FILES):
@@ -374,7 +338,7 @@ def blend_lb_estimate(members: list[Member], blend, options: EnsembleOptions) ->
     return {**entry, "method": "depth extrapolation R2 * R2/R3 on the members' sample rows"}
 
 
-def _slots(blend: Blend, members: list[Member]) -> dict:
+def _slots(blend: Blend, members: list[RunDir]) -> dict:
     """The slots a blend reserves, and for which member, as metrics.json reports them."""
     return {"slots": blend.slots, "member": members[blend.reserved].name if blend.slots else None}
 

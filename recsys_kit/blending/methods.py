@@ -17,7 +17,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from recsys_kit.blending.weights import K, CandidateCache, bagged_weights
+from recsys_kit.blending.weights import CandidateCache, bagged_weights
+from recsys_kit.protocol.metrics import K
 from recsys_kit.blending.arithmetic import blend_blocks, normalize_rows, vote_blocks
 from recsys_kit.protocol.ranking import top_k
 

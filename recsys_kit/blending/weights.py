@@ -11,9 +11,8 @@ from typing import Callable
 import numpy as np
 
 from recsys_kit.seeds import derive_seed
-from recsys_kit.protocol.metrics import summarize
+from recsys_kit.protocol.metrics import K, summarize
 
-K = 10
 
 
 @dataclass(frozen=True)

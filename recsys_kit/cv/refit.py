@@ -24,7 +24,7 @@ from recsys_kit import files
 from recsys_kit.errors import DataError
 from recsys_kit.protocol.holdout import Holdout, contest_holdout
 from recsys_kit.seeds import derive_seed
-from recsys_kit.protocol.metrics import recall_per_user
+from recsys_kit.protocol.metrics import K, recall_per_user
 from recsys_kit.models import REGISTRY, build_model
 from recsys_kit.protocol.ranking import top_k
 from recsys_kit.data.interactions import Interactions, ItemSide
@@ -139,7 +139,7 @@ def recall_of(models: list, inputs: Interactions, target: sp.csr_matrix, keep_ro
     for start in range(0, inputs.shape[0], SCORE_CHUNK):
         stop = min(start + SCORE_CHUNK, inputs.shape[0])
         block = mean_score(models, inputs.take(slice(start, stop)))
-        recall[start:stop] = recall_per_user(top_k(block, 10), target[start:stop], 10)
+        recall[start:stop] = recall_per_user(top_k(block, K), target[start:stop], K)
         if kept is not None:
             low, high = np.searchsorted(keep_rows, [start, stop])
             kept[low:high] = block[keep_rows[low:high] - start]

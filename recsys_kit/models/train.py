@@ -21,18 +21,8 @@ import torch
 from torch import nn
 
 from recsys_kit.config import TrainConfig
-from recsys_kit.protocol.metrics import recall_per_user, summarize
+from recsys_kit.protocol.metrics import K, recall_per_user, summarize
 from recsys_kit.protocol.ranking import mask_seen, top_k
-
-
-def resolve_device(name: str = "auto") -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"--device {name!r}: choose auto, cpu or cuda")
-    return name
 
 
 # ----------------------------------------------------------------------------- precision
@@ -152,7 +142,7 @@ def predict(net: nn.Module, source, device: str, chunk: int = 2048, precision: s
 def valid_recall(net: nn.Module, valid: tuple, device: str, precision: str = "auto") -> float:
     source, valid_target = as_batches(valid[0]), valid[1]
     scores = mask_seen(predict(net, source, device, precision=precision), source.rows)
-    return summarize(recall_per_user(top_k(scores, 10), valid_target, 10))
+    return summarize(recall_per_user(top_k(scores, K), valid_target, K))
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+K = 10  # the contest's cut-off: Recall@K and NDCG@K over each user's top K items
 GROUP_EDGES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 GROUP_NAMES = ("0-20%", "20-40%", "40-60%", "60-80%", "80-100%")
 
@@ -25,7 +26,7 @@ def hits_matrix(top_items: np.ndarray, target_rows: sp.csr_matrix) -> np.ndarray
     return hits
 
 
-def recall_per_user(top_items: np.ndarray, target_rows: sp.csr_matrix, k: int = 10) -> np.ndarray:
+def recall_per_user(top_items: np.ndarray, target_rows: sp.csr_matrix, k: int = K) -> np.ndarray:
     n_target = np.diff(target_rows.tocsr().indptr)
     hits = hits_matrix(top_items[:, :k], target_rows).sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -34,7 +35,7 @@ def recall_per_user(top_items: np.ndarray, target_rows: sp.csr_matrix, k: int = 
     return recall
 
 
-def ndcg_per_user(top_items: np.ndarray, target_rows: sp.csr_matrix, k: int = 10) -> np.ndarray:
+def ndcg_per_user(top_items: np.ndarray, target_rows: sp.csr_matrix, k: int = K) -> np.ndarray:
     n_target = np.diff(target_rows.tocsr().indptr)
     discount = 1.0 / np.log2(np.arange(2, k + 2))
     dcg = (hits_matrix(top_items[:, :k], target_rows) * discount).sum(1)

@@ -15,6 +15,7 @@ import pandas as pd
 from recsys_kit.config import HoldoutConfig
 from recsys_kit.data.load import RATINGS_FILE, SIDE_FILES, load_dataset
 from recsys_kit.protocol.holdout import contest_holdout
+from recsys_kit.protocol.metrics import K
 
 
 def nested_contest(data_dir: Path, public_dir: Path, rule: HoldoutConfig, seed: int) -> pd.DataFrame:
@@ -42,4 +43,4 @@ def grade(csv_path: Path, answers: pd.DataFrame) -> float:
     submitted = pd.read_csv(csv_path)
     hits = submitted.merge(answers, on=["user", "item"]).groupby("user").size()
     hidden = answers.groupby("user").size()
-    return float((hits.reindex(hidden.index, fill_value=0) / np.minimum(10, hidden)).mean())
+    return float((hits.reindex(hidden.index, fill_value=0) / np.minimum(K, hidden)).mean())

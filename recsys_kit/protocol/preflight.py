@@ -1,13 +1,52 @@
-"""Checks of a `kit cv` / `kit tune` run's inputs that need the data, made before anything is
-written or drawn: the folds fit the users, and every fold has users whose holdout hides something,
-so no run ends in a metric of nothing (`nan +- nan`)."""
+"""The one pre-run check of `kit cv`, `kit tune` and the API, made before anything is written or drawn.
+
+In two steps, so a bad option fails before the data is read: `check_run_options` (folds, the run
+or study name, the runs directory, the device) and, once the data is loaded, `check_run_data`
+(the folds fit the users, and every fold has users whose holdout hides something, so no run ends
+in a metric of nothing, `nan +- nan`)."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
 from recsys_kit.config import RunConfig
 from recsys_kit.data.dataset import Dataset
 from recsys_kit.errors import DataError
+from recsys_kit.files import check_output_dir, check_run_name
+from recsys_kit.protocol.holdout import assign_folds
+
+
+def resolve_device(name: str = "auto") -> str:
+    """auto -> cuda when torch sees a CUDA device, else cpu; ValueError for anything unusable."""
+    import torch  # here, not at the top: `kit --help` and the data checks should not wait for it
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name!r}: choose auto, cpu or cuda")
+    return name
+
+
+def check_run_options(folds: int, runs_dir: Path, name: str | None = None, device: str = "auto",
+                      name_option: str = "--name", runs_option: str = "--runs-dir") -> str:
+    """Everything about a run that the data does not decide; returns the resolved device."""
+    check_folds(folds)
+    if name is not None:
+        check_run_name(name, name_option)
+    check_output_dir(Path(runs_dir), runs_option)
+    try:
+        return resolve_device(device)
+    except ValueError as err:
+        raise DataError(str(err)) from None
+
+
+def check_run_data(dataset: Dataset, config: RunConfig, folds: int, data: str = "the data") -> None:
+    """The folds fit the data's users and each has someone to score (the folds `config.seed` draws)."""
+    check_folds(folds, dataset.n_users, data)
+    check_evaluable(dataset, config, assign_folds(dataset.n_users, folds, config.seed), data)
 
 
 def check_folds(folds: int, n_users: int | None = None, data: str = "the data") -> None:

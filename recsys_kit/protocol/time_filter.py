@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from recsys_kit import files
 from recsys_kit.errors import DataError
-from recsys_kit.protocol.metrics import recall_per_user, summarize
+from recsys_kit.protocol.metrics import K, recall_per_user, summarize
 from recsys_kit.protocol.ranking import top_k
 from recsys_kit.data.interactions import Interactions
 
@@ -146,5 +146,5 @@ def _recall_per_user(scores, target, users, last_time, first_seen, margin) -> np
         block = np.array(scores[index], dtype=np.float32)
         if margin is not None:
             push_future(block, last_time[index], first_seen, margin)
-        per_user[start:start + len(index)] = recall_per_user(top_k(block, 10), target[index], 10)
+        per_user[start:start + len(index)] = recall_per_user(top_k(block, K), target[index], K)
     return per_user

@@ -20,13 +20,13 @@ import numpy as np
 
 from recsys_kit import files
 from recsys_kit.runs import store
+from recsys_kit.runs.run_dir import RunDir
 from recsys_kit.runs.curves import load_curves
 from recsys_kit.errors import DataError
 from recsys_kit.report.study import read_study
 
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf")
-STUDY_FILES = ("journal.log", "best.toml", "trials.csv")  # any of them marks a `kit tune` study directory
 FIX = "pass run directories written by `kit cv` or `kit ensemble`, or a `kit tune` study directory " \
       "(`kit runs --runs-dir DIR` lists them)"
 
@@ -42,24 +42,16 @@ class Item:
 
 def open_item(path: Path, label: str | None = None) -> Item:
     """The run or study at `path`, or a DataError naming it and the fix."""
-    path = Path(path)
-    label = label or path.name or str(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such run directory; {FIX}")
-    if not path.is_dir():
-        raise DataError(f"{path}: a file, not a run directory; {FIX}")
-    if (path / "metrics.json").exists():
-        metrics = store.read_json(path / "metrics.json")
-        if not isinstance(metrics.get("recall@10"), dict) or not isinstance(metrics["recall@10"].get("folds"), list):
-            raise DataError(f"{path / 'metrics.json'}: no recall@10 folds; the run directory is damaged, "
-                            f"rerun `kit cv` (or `kit ensemble`) for it")
-        return Item(path, label, "ensemble" if metrics.get("model") == "ensemble" else "cv", metrics)
-    if any((path / name).exists() for name in STUDY_FILES):
-        return Item(path, label, "study")
-    if (path / "progress.json").exists():
-        raise DataError(f"{path}: an unfinished run (no metrics.json yet); rerun the same `kit cv` command "
-                        f"to finish it, or leave it out")
-    raise DataError(f"{path}: not a run directory (no metrics.json); {FIX}")
+    run = RunDir(path)
+    label = label or run.path.name or str(run.path)
+    if run.kind == "tune":
+        return Item(run.path, label, "study")
+    if run.status == "missing":
+        raise DataError(f"{run.path}: no such run directory; {FIX}")
+    if run.status == "not a run" and run.path.exists() and not run.path.is_dir():
+        raise DataError(f"{run.path}: a file, not a run directory; {FIX}")
+    run.require_finished(FIX)
+    return Item(run.path, label, run.kind, run.metrics)
 
 
 def open_items(paths) -> list[Item]:
@@ -87,12 +79,12 @@ def activity_recall(item: Item) -> dict:
 def groups_from_scores(run_dir: Path) -> dict:
     """The activity-group breakdown from oof_scores.npy, the holdout targets and input rows: the
     same helper and users as metrics.json's (users with a hidden target), chunked by users."""
-    from recsys_kit.protocol.metrics import group_breakdown, recall_per_user
+    from recsys_kit.protocol.metrics import K, group_breakdown, recall_per_user
     from recsys_kit.protocol.ranking import top_k_chunked
 
     target = store.load_sparse(run_dir, "holdout_target.npz")
     activity = np.diff(store.load_sparse(run_dir, "holdout_input.npz").indptr)
-    recall = recall_per_user(top_k_chunked(store.load_scores(run_dir, "oof_scores.npy"), 10), target, 10)
+    recall = recall_per_user(top_k_chunked(store.load_scores(run_dir, "oof_scores.npy"), K), target, K)
     has_target = np.diff(target.indptr) > 0
     return group_breakdown(recall[has_target], activity[has_target])
 

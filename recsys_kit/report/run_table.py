@@ -1,8 +1,8 @@
 """Every run under a runs directory as one row: which run is best, on which data, with what settings.
 
-Read-only: a run is never changed by being listed. A run without metrics.json is listed as
-unfinished (with its folds done when progress.json says so), a run whose files cannot be read
-as damaged, so nothing is hidden.
+Read-only: a run is never changed by being listed. A run another `kit cv` is computing is listed
+as running, one without metrics.json as unfinished (with its folds done when progress.json says
+so), a run whose files cannot be read as damaged, so nothing is hidden (RunDir decides which).
 """
 from __future__ import annotations
 
@@ -10,15 +10,11 @@ import json
 import time
 from pathlib import Path
 
+from recsys_kit.errors import DataError
+from recsys_kit.runs.run_dir import RunDir
+
 SORT_KEYS = {"recall": "recall", "lb": "lb_estimate", "ndcg": "ndcg", "wall": "wall_seconds", "date": "date",
              "name": "name"}
-
-
-def _read(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -45,42 +41,39 @@ def config_changes(config: dict) -> dict:
     return {key: value for key, value in ours.items() if theirs.get(key, object()) != value}
 
 
-def _metric(metrics: dict, name: str, field: str = "mean"):
-    value = (metrics.get(name) or {}).get(field)
-    return value if isinstance(value, (int, float)) else None
-
-
 def run_row(run_dir: Path, root: Path) -> dict:
-    """One run's row; status finished | unfinished | damaged."""
-    row = {"name": str(run_dir.relative_to(root)), "path": str(run_dir)}
-    data = _read(run_dir / "data.json") or {}
-    row["data"] = data.get("fingerprint")
-    metrics_path = run_dir / "metrics.json"
-    if not metrics_path.exists():
-        progress = _read(run_dir / "progress.json") or {}
-        done = len(progress.get("folds_done", []))
-        row.update(status="unfinished", note=f"{done} fold(s) done; rerun the same `kit cv` to continue"
-                   if progress else "no metrics.json")
+    """One run's row; status finished | running | unfinished | damaged (recsys_kit.runs.run_dir)."""
+    run = RunDir(run_dir)
+    row = {"name": str(run.path.relative_to(root)), "path": str(run.path)}
+    try:
+        row["data"] = run.data.get("fingerprint")
+    except DataError:
+        row["data"] = None
+    if run.status in ("running", "unfinished"):
+        row.update(status=run.status, note=run.why)
         return row
-    metrics, config = _read(metrics_path), _read(run_dir / "config.json") or {}
-    if not isinstance(metrics, dict):
-        row.update(status="damaged", note="metrics.json is not readable JSON")
+    if run.status != "finished":
+        row.update(status="damaged" if run.status == "damaged" else "unfinished",
+                   note="metrics.json is not readable JSON" if run.status == "damaged" else run.why)
         return row
-    is_blend = metrics.get("model") == "ensemble"
+    figures = run.figures
+    is_blend = run.kind == "ensemble"
+    try:
+        config = run.config
+    except DataError:
+        config = {}
     row.update({
         "status": "finished",
-        "model": f"ensemble ({metrics.get('method')})" if is_blend else metrics.get("model"),
-        "folds": len((metrics.get("recall@10") or {}).get("folds") or []),
-        "recall": _metric(metrics, "recall@10"), "recall_std": _metric(metrics, "recall@10", "std"),
-        "lb_estimate": (metrics.get("lb_estimate") or {}).get("recall@10"),
-        "ndcg": _metric(metrics, "ndcg@10"),
-        "wall_seconds": metrics.get("wall_seconds"),
-        "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(metrics_path.stat().st_mtime)),
-        "changes": ({"members": len(metrics.get("members") or [])} if is_blend
+        "model": f"ensemble ({figures.method})" if is_blend else figures.model,
+        "folds": len(figures.recall_folds), "recall": figures.recall, "recall_std": figures.recall_std,
+        "lb_estimate": (run.metrics.get("lb_estimate") or {}).get("recall@10"), "ndcg": figures.ndcg,
+        "wall_seconds": run.metrics.get("wall_seconds"),
+        "date": time.strftime("%Y-%m-%d %H:%M", time.localtime((run.path / "metrics.json").stat().st_mtime)),
+        "changes": ({"members": len(run.metrics.get("members") or [])} if is_blend
                     else config_changes(config) if config else {}),
     })
     if is_blend:
-        row["holdout_half"] = (metrics.get("holdout_half") or {}).get("recall@10")
+        row["holdout_half"] = (run.metrics.get("holdout_half") or {}).get("recall@10")
     return row
 
 

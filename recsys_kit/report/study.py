@@ -64,10 +64,10 @@ def _journal_study(optuna, study_dir: Path, journal: Path) -> StudyView:
             with_importances = True
         except (RuntimeError, ValueError, ZeroDivisionError):
             pass
-    from recsys_kit.tune import study as tune
+    from recsys_kit.tune.summary import _plots
 
     with tempfile.TemporaryDirectory() as tmp:
-        paths, note = tune._plots(study, Path(tmp), with_importances)
+        paths, note = _plots(study, Path(tmp), with_importances)
         images = [(path.name, base64.b64encode(path.read_bytes()).decode("ascii")) for path in paths]
     if not with_importances and note is None:
         note = "no importances: too few or too uniform complete trials to tell"

@@ -86,7 +86,7 @@ class RunHandle:
             self._lock = None
 
 
-def open_run(runs_dir: Path, name: str | None, default_name: str, key: str) -> RunHandle:
+def claim_run(runs_dir: Path, name: str | None, default_name: str, key: str) -> RunHandle:
     """An unfinished run with this key (the named one, else the newest in runs_dir) to continue,
     or a new run directory (never an existing one)."""
     runs_dir = Path(runs_dir)

@@ -7,9 +7,7 @@ is one DataError naming the file, never a traceback or a memory map over the wro
 from __future__ import annotations
 
 import json
-import os
 import platform
-import re
 import sys
 import time
 from pathlib import Path
@@ -18,15 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys_kit.errors import DataError, os_error
-from recsys_kit.files import ScoreFile, check_output_dir, npy_header
-
-RUN_NAME = re.compile(r"[A-Za-z0-9][\w.-]*")  # one directory name: no slash, no leading dot or dash
-
-
-def check_run_name(name: str, option: str = "--name") -> None:
-    if not RUN_NAME.fullmatch(name) or len(name) > 200:
-        raise DataError(f"{option} {name!r}: use letters, digits, '.', '_' and '-' (it names one directory)")
-
+from recsys_kit.files import ScoreFile, check_output_dir, check_run_name, npy_header
 
 def create_run_dir(runs_dir: Path, name: str) -> Path:
     """runs_dir/name, or name-2, name-3 ... if taken: an existing run is never touched."""

@@ -6,13 +6,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsys_kit.runs import store
+from recsys_kit.runs.run_dir import RunDir
 from recsys_kit.data.load import load_dataset, read_text_table
 from recsys_kit import files
 from recsys_kit.errors import DataError, check_text_file, os_error
+from recsys_kit.protocol.metrics import K
 from recsys_kit.protocol.ranking import broken_rows, top_k_chunked
 
-K = 10
 
 
 def check_submission_path(out: Path, force: bool = False) -> None:
@@ -34,16 +34,16 @@ def write_submission(run_dir: Path, out: Path, k: int = K, force: bool = False, 
     check_submission_path(out, force)
     if not run_dir.is_dir():
         raise DataError(f"{run_dir}: not a directory; pass a run directory written by `kit cv` or `kit ensemble`")
-    scores = store.load_scores(run_dir, "test_scores.npy")
-    user_ids = store.load_ids(run_dir, "user_ids.npy")
-    item_ids = store.load_ids(run_dir, "item_ids.npy")
+    run = RunDir(run_dir)
+    scores = run.scores("test_scores.npy")
+    user_ids, item_ids = run.ids()
     broken = broken_rows(scores)
     if len(broken):
         shown = ", ".join(str(u) for u in user_ids[broken[:5]])
         more = f" and {len(broken) - 5} more" if len(broken) > 5 else ""
         raise DataError(f"{run_dir / 'test_scores.npy'}: NaN or +inf scores for user(s) {shown}{more}; the "
                         f"model diverged (try a lower train.lr), rerun `kit cv`")
-    transform, applied = _time_filter(run_dir) if time_filter else (None, None)
+    transform, applied = _time_filter(run) if time_filter else (None, None)
     best = top_k_chunked(scores, k, transform=transform)
     # A user with fewer than k unseen items cannot be filled: say who, instead of writing junk.
     short = _users_with_masked_picks(scores, best)
@@ -61,11 +61,12 @@ def write_submission(run_dir: Path, out: Path, k: int = K, force: bool = False, 
     return {"path": str(out), "users": len(user_ids), "rows": len(frame), "time_filter": applied}
 
 
-def _time_filter(run_dir: Path):
+def _time_filter(run: RunDir):
     """(chunk transform or None, what is applied) from the run's fitted margin."""
     from recsys_kit.protocol import time_filter
 
-    fitted = store.read_json(run_dir / "metrics.json").get("time_filter")
+    run_dir = run.path
+    fitted = run.require_finished().metrics.get("time_filter")
     if not fitted:
         raise DataError(f"{run_dir}: no fitted time-filter margin (a run made with --refit none, or before "
                         f"the filter existed); rerun `kit cv` or drop --time-filter")

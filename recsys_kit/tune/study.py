@@ -4,17 +4,15 @@ The objective is the mean OOF Recall@10 of `run_cv` over ONE fold assignment (`f
 the study directory) and the study seed's holdout, so every trial and every worker is scored on
 the same users and hidden items; only model fitting gets a per-trial seed. The study directory
 `runs_dir/<study>` is the one directory reused on purpose: resuming continues it.
-Search spaces (TOML) live in `search_space.py`, opening the storage in `tune_storage.py`.
+Search spaces (TOML) live in `search_space.py`, opening the storage in `storage.py`, the study's
+summary (trials.csv, best.toml, importances, plots) in `summary.py`.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import socket
-import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -31,10 +29,11 @@ from recsys_kit.cv.refit import RefitOptions
 from recsys_kit.data.dataset import Dataset
 from recsys_kit import files
 from recsys_kit.errors import DataError
+from recsys_kit.files import check_run_name
 from recsys_kit.protocol.holdout import assign_folds, folds_fingerprint
 from recsys_kit.seeds import derive_seed
-from recsys_kit.protocol.preflight import check_evaluable, check_folds
 from recsys_kit.tune.search_space import SearchSpace, default_search_path, load_search_space
+from recsys_kit.tune.summary import TuneResult, publish_shared, summarize
 from recsys_kit.tune.storage import _first_line, open_storage, open_study
 
 __all__ = ["TuneOptions", "TuneResult", "run_tune", "summarize", "default_study_name", "SearchSpace",
@@ -60,19 +59,6 @@ class TuneOptions:
     grace_period: int = 180
 
 
-@dataclass(frozen=True)
-class TuneResult:
-    study_dir: Path
-    best_config: Path | None
-    best_value: float | None
-    best_trial: int | None
-    counts: dict  # state name -> number of trials
-    top: tuple  # the best 5 complete trials: {"number", "value", "std", "params"}
-    importances: dict | None
-    plots: tuple
-    plots_note: str | None
-
-
 def default_study_name(config_path: Path | None, model_name: str) -> str:
     return f"tune-{Path(config_path).stem if config_path else model_name}"
 
@@ -85,12 +71,6 @@ def check_tune_options(trials: int, pruner_startup: int = 0, pruner_warmup: int 
             raise DataError(f"{option} {value}: must be >= 0")
 
 
-def _publish(path: Path, write: Callable[[Path], None]) -> None:
-    """Safe when several workers write the same study file at once (a temporary name per process)."""
-    with files.replacing(path, unique=True) as tmp:
-        write(tmp)
-
-
 def _study_folds(study_dir: Path, dataset: Dataset, k: int, seed: int) -> np.ndarray:
     path = study_dir / "folds.npy"
     if not path.exists():  # the same (users, k, seed) gives the same folds as `kit cv --seed`
@@ -100,7 +80,7 @@ def _study_folds(study_dir: Path, dataset: Dataset, k: int, seed: int) -> np.nda
             with open(tmp, "wb") as handle:  # a handle: given a name, np.save appends .npy to it
                 np.save(handle, folds)
 
-        _publish(path, save)
+        publish_shared(path, save)
     try:
         folds = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
@@ -206,7 +186,7 @@ def _drop_scores(run_dir: str | None, study_dir: Path) -> None:
     if run_dir.parent != trials_dir or not run_dir.is_dir():
         return
     for name in SCORE_FILES:
-        for path in (run_dir / name, run_dir / f"{name}.tmp"):
+        for path in (run_dir / name, files.temporary(run_dir / name)):
             if path.is_file() and not path.is_symlink():
                 path.unlink(missing_ok=True)
 
@@ -239,12 +219,10 @@ def run_tune(dataset: Dataset, base: RunConfig, space: SearchSpace, options: Tun
         if on_event is not None:
             on_event({"kind": kind, **payload})
 
-    check_tune_options(options.trials, options.pruner_startup, options.pruner_warmup)
+    # The options and the data were checked before (protocol.preflight, through api.tune); the
+    # default name comes from the config file's name, so it is checked here.
     name = options.study or default_study_name(config_path, base.model_name)
-    store.check_run_name(name, "--study")
-    files.check_output_dir(runs_dir, "--runs-dir")
-    check_folds(options.folds, dataset.n_users)
-    check_evaluable(dataset, base, assign_folds(dataset.n_users, options.folds, base.seed))
+    check_run_name(name, "--study")
     study_dir = Path(runs_dir) / name
 
     def on_stale(study, trial):  # RDB heartbeat: optuna has already marked the trial FAIL
@@ -266,19 +244,46 @@ def run_tune(dataset: Dataset, base: RunConfig, space: SearchSpace, options: Tun
     emit("study", name=name, study_dir=str(study_dir), storage=where, done=_count(study, FINISHED),
          total=options.trials, resumed=len(study.trials) > 0, best=_best_value(study))
 
-    def objective(trial: optuna.Trial) -> float:
+    search = _Search(dataset, base, space, options, study, study_dir, folds, emit)
+    if _count(study, IN_BUDGET) < options.trials:
+        study.optimize(search.interruptible, catch=(_Surplus,), callbacks=[
+            optuna.study.MaxTrialsCallback(options.trials, states=FINISHED), search.after_trial])
+    return summarize(study, space, base, study_dir, options)
+
+
+@dataclass
+class _Search:
+    """One worker's part of the study: each trial is a `run_cv` of a sampled config on the study's folds."""
+
+    dataset: Dataset
+    base: RunConfig
+    space: SearchSpace
+    options: TuneOptions
+    study: optuna.Study
+    study_dir: Path
+    folds: np.ndarray
+    emit: Callable
+
+    def objective(self, trial: optuna.Trial) -> float:
         for key, value in _worker_attrs().items():
             trial.set_user_attr(key, value)
         # Workers race between the budget check and ask: the first `trials` numbers win.
-        ahead = [t for t in study.get_trials(deepcopy=False, states=IN_BUDGET) if t.number < trial.number]
-        if len(ahead) >= options.trials:
+        ahead = [t for t in self.study.get_trials(deepcopy=False, states=IN_BUDGET) if t.number < trial.number]
+        if len(ahead) >= self.options.trials:
             trial.set_user_attr("surplus", True)
-            study.stop()
-            raise _Surplus(f"the study already holds {options.trials} trials; this worker stops")
-        study.sampler = _sampler(base.seed, trial.number)
-        values = {param.key: param.suggest(trial) for param in space.params}
-        config = space.apply(base, values, f"{space.path} trial {trial.number}")
-        emit("trial_start", number=trial.number, params=values, retry_of=trial.user_attrs.get("retry_of"))
+            self.study.stop()
+            raise _Surplus(f"the study already holds {self.options.trials} trials; this worker stops")
+        self.study.sampler = _sampler(self.base.seed, trial.number)
+        values = {param.key: param.suggest(trial) for param in self.space.params}
+        config = self.space.apply(self.base, values, f"{self.space.path} trial {trial.number}")
+        self.emit("trial_start", number=trial.number, params=values, retry_of=trial.user_attrs.get("retry_of"))
+        metrics = self.cross_validate(trial, config)
+        trial.set_user_attr("recall_std", metrics["recall@10"]["std"])
+        trial.set_user_attr("ndcg", metrics["ndcg@10"]["mean"])
+        return float(metrics["recall@10"]["mean"])
+
+    def cross_validate(self, trial: optuna.Trial, config: RunConfig) -> dict:
+        """The trial's `run_cv` (OOF only, pruned on the running mean); its metrics.json."""
         run_dir: list[str] = []
 
         def on_cv_event(event):
@@ -286,110 +291,39 @@ def run_tune(dataset: Dataset, base: RunConfig, space: SearchSpace, options: Tun
                 run_dir.append(event["run_dir"])
                 trial.set_user_attr("run_dir", event["run_dir"])
             elif event["kind"] in ("fold_start", "epoch", "fold_end"):
-                emit(event["kind"], trial=trial.number, **{k: v for k, v in event.items() if k != "kind"})
+                self.emit(event["kind"], trial=trial.number, **{k: v for k, v in event.items() if k != "kind"})
 
         def on_fold_end(fold: int, running_mean: float) -> None:
             trial.report(running_mean, step=fold)
             # Never prune after the last fold: the trial is complete by then.
-            if fold < options.folds - 1 and trial.should_prune():
+            if fold < self.options.folds - 1 and trial.should_prune():
                 raise optuna.TrialPruned(f"fold {fold + 1}: running mean Recall@10 {running_mean:.4f}")
 
-        fit_seed = derive_seed(base.seed, "trial", trial.number)
+        fit_seed = derive_seed(self.base.seed, "trial", trial.number)
         trial.set_user_attr("fit_seed", fit_seed)
         try:
-            path = run_cv(dataset, config, options.folds, study_dir / "trials", name=f"trial-{trial.number:04d}",
-                          device=options.device, fold_of_user=folds, on_event=on_cv_event,
-                          on_fold_end=on_fold_end, fit_seed=fit_seed,
+            path = run_cv(self.dataset, config, self.options.folds, self.study_dir / "trials",
+                          name=f"trial-{trial.number:04d}", device=self.options.device, fold_of_user=self.folds,
+                          on_event=on_cv_event, on_fold_end=on_fold_end, fit_seed=fit_seed,
                           refit=RefitOptions(mode="none", lb_estimate=False))  # a trial needs OOF alone
         finally:
-            if not options.keep_scores:
-                _drop_scores(run_dir[0] if run_dir else None, study_dir)
-        metrics = store.read_json(path / "metrics.json")
-        trial.set_user_attr("recall_std", metrics["recall@10"]["std"])
-        trial.set_user_attr("ndcg", metrics["ndcg@10"]["mean"])
-        return float(metrics["recall@10"]["mean"])
+            if not self.options.keep_scores:
+                _drop_scores(run_dir[0] if run_dir else None, self.study_dir)
+        return store.read_json(path / "metrics.json")
 
-    def interruptible(trial: optuna.Trial) -> float:
+    def interruptible(self, trial: optuna.Trial) -> float:
         try:
-            return objective(trial)
+            return self.objective(trial)
         except KeyboardInterrupt:
             # Ctrl-C: optuna marks this trial FAIL; queue its parameters so a resume re-runs them.
             if not trial.user_attrs.get("surplus"):
-                study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+                self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
             raise
 
-    def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-        _requeue_dead(study, options.grace_period, emit, study_dir)
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        _requeue_dead(study, self.options.grace_period, self.emit, self.study_dir)
         if not trial.user_attrs.get("surplus"):
-            emit("trial_end", number=trial.number, state=trial.state.name, value=trial.value,
-                 best=_best_value(study), done=_count(study, FINISHED), total=options.trials)
-        if _count(study, IN_BUDGET) >= options.trials:  # others' running trials fill the budget too
+            self.emit("trial_end", number=trial.number, state=trial.state.name, value=trial.value,
+                      best=_best_value(study), done=_count(study, FINISHED), total=self.options.trials)
+        if _count(study, IN_BUDGET) >= self.options.trials:  # others' running trials fill the budget too
             study.stop()
-
-    if _count(study, IN_BUDGET) < options.trials:
-        study.optimize(interruptible, catch=(_Surplus,), callbacks=[
-            optuna.study.MaxTrialsCallback(options.trials, states=FINISHED), after_trial])
-    return summarize(study, space, base, study_dir, options)
-
-
-def summarize(study: optuna.Study, space: SearchSpace, base: RunConfig, study_dir: Path,
-              options: TuneOptions) -> TuneResult:
-    """trials.csv, best.toml, importances and plots from whatever the study holds now."""
-    trials = study.get_trials(deepcopy=False)
-    counts = {state.name: sum(t.state == state for t in trials) for state in TrialState}
-    table = study.trials_dataframe()
-    _publish(study_dir / "trials.csv", lambda tmp: table.to_csv(tmp, index=False))
-    complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value)
-    top = tuple({"number": t.number, "value": t.value, "params": dict(t.params),
-                 "std": t.user_attrs.get("recall_std")} for t in complete[:5])
-    if not complete:
-        return TuneResult(study_dir, None, None, None, counts, top, None, (), None)
-    best = complete[0]
-    config = space.apply(base, best.params, f"study {study.study_name} trial {best.number}")
-    fit_seed = best.user_attrs.get("fit_seed")
-    if fit_seed is not None:  # the trial's own fitting seed: `kit cv` on best.toml reproduces its figure
-        config = dataclasses.replace(config, train=dataclasses.replace(config.train, fit_seed=int(fit_seed)))
-    header = (f"# Best of study {study.study_name!r}: trial {best.number}, OOF Recall@10 {best.value:.4f} "
-              f"over {options.folds} folds ({counts['COMPLETE']} complete, {counts['PRUNED']} pruned).\n"
-              f"# Same holdout and folds: kit cv --config THIS_FILE --folds {options.folds} --data DIR\n"
-              "# The best of many trials is partly seed luck: --set train.fit_seed=-1 (or another seed)\n"
-              "# refits with a fresh seed and shows what the parameters are worth on their own.\n")
-    best_path = study_dir / "best.toml"
-    _publish(best_path, lambda tmp: tmp.write_text(header + config.to_toml()))
-    importances = None
-    if len(complete) >= 2 and space.params:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                importances = dict(optuna.importance.get_param_importances(study))
-        except (RuntimeError, ValueError, ZeroDivisionError):
-            importances = None  # too few or too uniform trials to tell
-    plots, note = _plots(study, study_dir, importances is not None)
-    return TuneResult(study_dir, best_path, best.value, best.number, counts, top, importances, plots, note)
-
-
-def _plots(study: optuna.Study, study_dir: Path, with_importances: bool) -> tuple[tuple, str | None]:
-    try:
-        import matplotlib
-    except ImportError:
-        return (), ("plots skipped: matplotlib is not installed (a dependency of recsys-kit: "
-                    "reinstall it with pip install -e .)")
-    if "matplotlib.pyplot" not in sys.modules:
-        matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as optuna_plots
-
-    wanted = [("history.png", optuna_plots.plot_optimization_history)]
-    if with_importances:
-        wanted.append(("importances.png", optuna_plots.plot_param_importances))
-    written = []
-    for filename, plot in wanted:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
-            axes = plot(study)
-        figure = axes.figure
-        figure.tight_layout()
-        _publish(study_dir / filename, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
-        plt.close(figure)
-        written.append(study_dir / filename)
-    return tuple(written), None
