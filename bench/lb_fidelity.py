@@ -30,6 +30,7 @@ from recsys_kit.config import HoldoutConfig, load_config
 from recsys_kit.cv.run import run_cv
 from recsys_kit.data.load import load_dataset
 from recsys_kit.runs.run_dir import RunDir
+from recsys_kit.blending.stack import StackOptions, run_stack
 from recsys_kit.blending.ensemble import EnsembleOptions, blend_lb_estimate, run_ensemble
 from recsys_kit.protocol.nested import grade, nested_contest
 from recsys_kit.cv.refit import RefitOptions
@@ -70,6 +71,24 @@ def submit_and_grade(run_dir: Path, scores_name: str, answers: pd.DataFrame, out
     return grade(csv, answers)
 
 
+def stack_row(members: list[Path], public_dir: Path, runs_dir: Path, answers: pd.DataFrame, csv_dir: Path,
+              candidates: int) -> dict:
+    """`kit stack` of every model's run (with the public folder's times and side files), graded."""
+    stack_dir = runs_dir / "stack"
+    if stack_dir.exists() and not finished(stack_dir):
+        shutil.rmtree(stack_dir)
+    started = time.time()
+    if not finished(stack_dir):
+        run_stack(members, runs_dir, name="stack", options=StackOptions(candidates=candidates),
+                  dataset=load_dataset(public_dir))
+    metrics = store.read_json(stack_dir / "metrics.json")
+    return {"model": "stack", "run": str(stack_dir), "oof": metrics["recall@10"]["mean"],
+            "oof_std": metrics["recall@10"]["std"], "estimate": None, "estimate_interval90": None,
+            "lb_refit_full": submit_and_grade(stack_dir, "test_scores.npy", answers, csv_dir),
+            "lb_refit_folds": None, "choice": metrics.get("choice"), "candidate_recall": metrics["candidate_recall"],
+            "cv_wall_seconds": metrics["wall_seconds"], "bench_seconds": round(time.time() - started, 1)}
+
+
 def spearman(a: list[float], b: list[float]) -> float | None:
     if len(a) < 2:
         return None
@@ -90,6 +109,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=12345, help="seed of the nested contest's answers")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override for every model")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--candidates", type=int, default=50, help="kit stack --candidates")
+    parser.add_argument("--no-stack", action="store_true", help="skip the kit stack row")
     parser.add_argument("--reestimate", action="store_true",
                         help="recompute each reused run's estimate from its lb_* rows with this kit's rule")
     args = parser.parse_args()
@@ -139,19 +160,24 @@ def main() -> None:
                      "lb_refit_folds": None, "choice": blend.get("choice"),
                      "cv_wall_seconds": blend["wall_seconds"]})
 
+    if len([r for r in rows if r["model"] != "blend"]) > 1 and not args.no_stack:
+        rows.append(stack_row([Path(r["run"]) for r in rows if r["model"] != "blend"], public_dir, runs_dir,
+                              answers, csv_dir, args.candidates))
+
     for row in rows:
         lb = row["lb_refit_full"]
-        row["estimate_error"] = None if row["estimate"] is None else row["estimate"] / lb - 1
+        row["estimate_error"] = None if row.get("estimate") is None else row["estimate"] / lb - 1
         row["oof_error"] = row["oof"] / lb - 1
-    singles = [r for r in rows if r["model"] != "blend" and r["estimate"] is not None]
+    singles = [r for r in rows if r["model"] not in ("blend", "stack") and r["estimate"] is not None]
     summary = {
         "data": str(args.data), "answers": {"n_last": args.n_last, "n_random": args.n_random,
                                             "min_keep": args.min_keep, "seed": args.seed,
                                             "users": int(answers["user"].nunique()), "pairs": len(answers)},
         "rank_spearman_estimate_vs_lb": spearman([r["estimate"] for r in singles],
                                                  [r["lb_refit_full"] for r in singles]),
-        "rank_spearman_oof_vs_lb": spearman([r["oof"] for r in rows if r["model"] != "blend"],
-                                            [r["lb_refit_full"] for r in rows if r["model"] != "blend"]),
+        "rank_spearman_oof_vs_lb": spearman([r["oof"] for r in rows if r["model"] not in ("blend", "stack")],
+                                            [r["lb_refit_full"] for r in rows
+                                             if r["model"] not in ("blend", "stack")]),
         "same_best_model": (max(singles, key=lambda r: r["estimate"])["model"] ==
                             max(singles, key=lambda r: r["lb_refit_full"])["model"]) if singles else None,
         "rows": rows}

@@ -20,10 +20,10 @@ def convert(
 
     The table on stderr lists the counts and notes (e.g. where `time` comes from when the source has no timestamps); the last line of stdout is OUT_DIR.
     """
-    from recsys_kit.data.convert import convert as run_convert
+    from recsys_kit import api  # pandas: not for `kit --help`
 
     with exit_on_bad_input():
-        summary = run_convert(fmt, src, out_dir)
+        summary = api.convert(fmt, src, out_dir)
 
     table = Table(title=f"convert {summary['format']}", show_header=False)
     table.add_column("what", style="bold")

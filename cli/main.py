@@ -7,6 +7,7 @@ from cli.cv import cv
 from cli.ensemble import ensemble
 from cli.report import report
 from cli.runs import runs
+from cli.stack import stack
 from cli.submit import submit, validate
 from cli.synth import synth
 from cli.tune import tune
@@ -19,6 +20,7 @@ app.command()(convert)
 app.command()(cv)
 app.command()(tune)
 app.command()(ensemble)
+app.command()(stack)
 app.command()(submit)
 app.command()(validate)
 app.command()(runs)

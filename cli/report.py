@@ -16,9 +16,9 @@ def report(
     """Write one HTML page (no network needed): training curves, fold spread, Recall@10 by user
     activity, blend weights and held-out gain, a study's history and importances."""
     with exit_on_bad_input():
-        from recsys_kit.report.page import write_report  # matplotlib loads with it, not with `kit --help`
+        from recsys_kit import api  # matplotlib loads with the report, not with `kit --help`
 
         with console.status("drawing the report"):
-            path = write_report(run_dirs, out)
+            path = api.report(run_dirs, out)
     console.print(f"wrote {path} ({path.stat().st_size / 1024:,.0f} KiB)")
     typer.echo(str(path))

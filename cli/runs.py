@@ -1,5 +1,6 @@
 """`kit runs`: every run in one table, best first."""
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -7,8 +8,7 @@ import typer
 from rich.table import Table
 
 from cli.common import console, exit_on_bad_input, number
-from recsys_kit.errors import DataError
-from recsys_kit.report.run_table import SORT_KEYS, collect_runs
+from recsys_kit.report.run_table import SORT_KEYS
 
 
 def runs(
@@ -18,18 +18,11 @@ def runs(
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON instead of a table")] = False,
 ):
     """List every run: OOF Recall@10 +- std, leaderboard estimate, NDCG@10, wall, date and settings."""
-    with exit_on_bad_input():
-        if sort not in SORT_KEYS:
-            raise DataError(f"--sort {sort!r}: choose one of {', '.join(SORT_KEYS)}")
-        if not runs_dir.is_dir():
-            raise DataError(f"--runs-dir {runs_dir}: not a directory; pass the folder kit cv wrote runs into")
-        fingerprint = None
-        if data is not None:
-            from recsys_kit.data.load import load_dataset
+    from recsys_kit import api
 
-            with console.status("reading data"):
-                fingerprint = load_dataset(data).fingerprint()
-        rows = collect_runs(runs_dir, fingerprint, sort)
+    with exit_on_bad_input():
+        with console.status("reading data") if data is not None else nullcontext():
+            rows = api.runs_table(runs_dir, data, sort)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

@@ -18,13 +18,12 @@ def synth(
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives byte-identical files.")] = 0,
 ):
     """Write a contest-layout synthetic data set (train_ratings.csv + side files)."""
-    from recsys_kit.data.synth import make_synthetic  # pandas: not for `kit --help`
+    from recsys_kit import api  # pandas: not for `kit --help`
 
     with exit_on_bad_input():
         with console.status(f"Generating {interactions:,} interactions for {users:,} users "
                             f"x {items:,} items ..."):
-            summary = make_synthetic(out_dir, users=users, items=items,
-                                     interactions=interactions, seed=seed)
+            summary = api.synthesize(out_dir, users=users, items=items, interactions=interactions, seed=seed)
         table = Table(title="synthetic data", show_header=False)
         table.add_column(style="bold")
         table.add_column(justify="right")

@@ -245,6 +245,29 @@ def blend(members: Iterable[CVResult | str | Path], *, runs_dir: str | Path = "r
     return open_run(run_ensemble(paths, Path(runs_dir), name=name, options=ensemble_options, on_event=on_event))
 
 
+def stack(members: Iterable[CVResult | str | Path], *, data: Dataset | str | Path | None = None,
+          runs_dir: str | Path = "runs", name: str | None = None, on_event: EventCallback | None = None,
+          **options) -> CVResult:
+    """`kit stack` as a call: a gradient-boosted second stage reranking the members' top candidates,
+    fitted on OOF rows across folds (recsys_kit.blending.stack). `data` (a Dataset or the contest folder
+    the members ran on) adds time and side features; `options` are StackOptions fields (candidates,
+    seed, fallback, ...). Returns the stack's run directory as a CVResult."""
+    from recsys_kit.blending.members import check_compatible
+    from recsys_kit.blending.stack import StackOptions, run_stack
+    from recsys_kit.files import check_output_dir, check_run_name
+
+    paths = [member.run_dir if isinstance(member, CVResult) else Path(member) for member in members]
+    stack_options = StackOptions(**options)
+    stack_options.check()
+    if name is not None:
+        check_run_name(name)
+    check_output_dir(Path(runs_dir), "--runs-dir")
+    check_compatible(paths)
+    dataset = load_data(data) if isinstance(data, (str, Path)) else data
+    return open_run(run_stack(paths, Path(runs_dir), name=name, options=stack_options, dataset=dataset,
+                              on_event=on_event))
+
+
 def submit(run: CVResult | str | Path, out: str | Path | None = None, *, force: bool = False,
            time_filter: bool = False) -> Path:
     """`kit submit` as a call: the run's top-10 unseen items per user as the contest's CSV
@@ -267,3 +290,40 @@ def validate(csv: str | Path, data_dir: str | Path) -> list[str]:
     from recsys_kit.submission.contest_csv import validate_submission
 
     return validate_submission(Path(csv), Path(data_dir))
+
+
+def runs_table(runs_dir: str | Path = "runs", data: str | Path | None = None, sort: str = "recall") -> list[dict]:
+    """`kit runs` as a call: one row per run directory under `runs_dir` (finished first, best by
+    `sort`), only runs on `data`'s contest folder when given."""
+    from recsys_kit.errors import DataError
+    from recsys_kit.report.run_table import SORT_KEYS, collect_runs
+
+    if sort not in SORT_KEYS:
+        raise DataError(f"--sort {sort!r}: choose one of {', '.join(SORT_KEYS)}")
+    if not Path(runs_dir).is_dir():
+        raise DataError(f"--runs-dir {runs_dir}: not a directory; pass the folder kit cv wrote runs into")
+    fingerprint = load_data(data).fingerprint() if data is not None else None
+    return collect_runs(Path(runs_dir), fingerprint, sort)
+
+
+def report(run_dirs: Iterable[CVResult | str | Path], out: str | Path = "report.html") -> Path:
+    """`kit report` as a call: one self-contained HTML page of the runs' and studies' plots."""
+    from recsys_kit.report.page import write_report
+
+    return write_report([run.run_dir if isinstance(run, CVResult) else Path(run) for run in run_dirs], Path(out))
+
+
+def convert(fmt: str, src: str | Path, out_dir: str | Path) -> dict:
+    """`kit convert` as a call: a public data set (movielens-100k | movielens-1m | movielens-latest |
+    s3rec) in the contest layout under a new or empty `out_dir`; returns the counts and notes."""
+    from recsys_kit.data.convert import convert as convert_source
+
+    return convert_source(fmt, Path(src), Path(out_dir))
+
+
+def synthesize(out_dir: str | Path, users: int = 3000, items: int = 1200, interactions: int = 150_000,
+               seed: int = 0) -> dict:
+    """`kit synth` as a call: a synthetic contest (log and side files) in a new or empty `out_dir`."""
+    from recsys_kit.data.synth import make_synthetic
+
+    return make_synthetic(Path(out_dir), users=users, items=items, interactions=interactions, seed=seed)

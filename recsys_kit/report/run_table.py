@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 from recsys_kit.errors import DataError
-from recsys_kit.runs.run_dir import RunDir
 
 SORT_KEYS = {"recall": "recall", "lb": "lb_estimate", "ndcg": "ndcg", "wall": "wall_seconds", "date": "date",
              "name": "name"}
@@ -43,6 +42,8 @@ def config_changes(config: dict) -> dict:
 
 def run_row(run_dir: Path, root: Path) -> dict:
     """One run's row; status finished | running | unfinished | damaged (recsys_kit.runs.run_dir)."""
+    from recsys_kit.runs.run_dir import RunDir  # numpy and scipy: not for `kit --help`, which imports SORT_KEYS
+
     run = RunDir(run_dir)
     row = {"name": str(run.path.relative_to(root)), "path": str(run.path)}
     try:
