@@ -61,7 +61,7 @@ def submit_and_grade(run_dir: Path, scores_name: str, answers: pd.DataFrame, out
     if scores_name != "test_scores.npy":
         source = out_dir / f"{run_dir.name}-folds"
         source.mkdir(parents=True, exist_ok=True)
-        for name in ("user_ids.npy", "item_ids.npy"):
+        for name in ("user_ids.npy", "item_ids.npy", "data.json"):
             shutil.copyfile(run_dir / name, source / name)
         (source / "test_scores.npy").unlink(missing_ok=True)
         (source / "test_scores.npy").symlink_to((run_dir / scores_name).resolve())

@@ -173,3 +173,17 @@ def app_options(
                                           help="Print the version and exit")] = False,
 ):
     """Options of `kit` itself, before the command (registered as the app's callback)."""
+
+
+def calibrated_line(run_dir) -> str | None:
+    """The run's estimate calibrated on the public scores recorded for other runs, with the pairs it rests on."""
+    from recsys_kit import api
+
+    fitted = api.calibrated(run_dir)
+    if fitted is None:
+        return None
+    interval = fitted["interval90"]
+    spread = f" (90% interval {interval[0]:.4f} .. {interval[1]:.4f})" if interval else ""
+    family = f" of {fitted['family']} runs" if fitted["family"] else ""
+    return (f"calibrated on {fitted['pairs']} recorded public score(s){family}: leaderboard "
+            f"{fitted['value']:.4f}{spread}")

@@ -4,7 +4,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli.common import (FitRow, console, exit_on_bad_input, lb_line, mean_std, metrics_table, model_is_iterative,
+from cli.common import (FitRow, calibrated_line, console, exit_on_bad_input, lb_line, mean_std, metrics_table, model_is_iterative,
                         progress_bar, target_kind_line, time_filter_line)
 
 
@@ -79,4 +79,7 @@ def cv(
     console.print(target_kind_line(metrics) + time_filter_line(metrics))
     console.print(f"OOF Recall@10 {mean_std(metrics['recall@10'])}{lb_line(metrics)}  "
                   f"({metrics['wall_seconds']:.0f} s)")
+    calibrated = calibrated_line(result.run_dir)
+    if calibrated:
+        console.print(calibrated)
     typer.echo(str(result.run_dir))

@@ -6,7 +6,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli.common import console, exit_on_bad_input, lb_line, metrics_table
+from cli.common import calibrated_line, console, exit_on_bad_input, lb_line, metrics_table
 from recsys_kit.blending.methods import NORMALIZERS
 
 STAGES = {"cache": "caching candidates", "fit": "fitting weights", "check": "checking the gain on half B",
@@ -81,6 +81,9 @@ def ensemble(
         low, high = choice["gain_interval90"]
         console.print(f"gain over {choice['rival']} on half B {choice['gain_half_b']:+.4f} (90% interval "
                       f"{low:+.4f} .. {high:+.4f}): [bold]{choice['used']}[/] ({choice['reason']})")
+    calibrated = calibrated_line(run_dir)
+    if calibrated:
+        console.print(calibrated)
     typer.echo(str(run_dir))
 
 

@@ -5,6 +5,7 @@ from cli.common import app_options
 from cli.convert import convert
 from cli.cv import cv
 from cli.ensemble import ensemble
+from cli.lb import lb
 from cli.report import report
 from cli.runs import runs
 from cli.stack import stack
@@ -23,6 +24,7 @@ app.command()(ensemble)
 app.command()(stack)
 app.command()(submit)
 app.command()(validate)
+app.command()(lb)
 app.command()(runs)
 app.command()(report)
 

@@ -6,7 +6,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli.common import console, exit_on_bad_input, metrics_table, number
+from cli.common import calibrated_line, console, exit_on_bad_input, metrics_table, number
 
 STAGES = {"oof": "OOF candidates and features", "rankers": "fitting rankers (one per fold, one on all)",
           "test": "test candidates and scores"}
@@ -61,6 +61,9 @@ def stack(
                   f"({metrics['candidates_per_user']:.0f} per user); gain over {choice['rival']} "
                   f"{choice['gain']:+.4f} (90% interval {low:+.4f} .. {high:+.4f}): [bold]{choice['used']}[/] "
                   f"({choice['reason']})  ({metrics['wall_seconds']:.0f} s)")
+    calibrated = calibrated_line(result.run_dir)
+    if calibrated:
+        console.print(calibrated)
     typer.echo(str(result.run_dir))
 
 

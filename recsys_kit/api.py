@@ -327,3 +327,32 @@ def synthesize(out_dir: str | Path, users: int = 3000, items: int = 1200, intera
     from recsys_kit.data.synth import make_synthetic
 
     return make_synthetic(Path(out_dir), users=users, items=items, interactions=interactions, seed=seed)
+
+
+def record_public(target: CVResult | str | Path, score: float, *, runs_dir: str | Path | None = None,
+                  note: str | None = None) -> dict:
+    """`kit lb TARGET SCORE` as a call: record a public leaderboard score for a run directory, or for a
+    CSV that `kit submit` wrote (found through its digest in `runs_dir`'s ledger). Returns the record."""
+    from recsys_kit.submission.ledger import record_public as record
+
+    path = target.run_dir if isinstance(target, CVResult) else Path(target)
+    return record(path, score, Path(runs_dir) if runs_dir is not None else None, note)
+
+
+def ledger(runs_dir: str | Path = "runs") -> list[dict]:
+    """`kit lb` as a call: every submission and public score recorded in `runs_dir`, oldest first."""
+    from recsys_kit.submission.ledger import read_ledger
+
+    return read_ledger(Path(runs_dir))
+
+
+def calibrated(run: CVResult | str | Path) -> dict | None:
+    """The run's leaderboard estimate calibrated on the public scores recorded for the other runs on
+    the same data in its runs directory: {"value", "pairs", "interval90", "family"}, None without any."""
+    from recsys_kit.report.run_table import collect_runs
+
+    path = (run.run_dir if isinstance(run, CVResult) else Path(run)).resolve()
+    for row in collect_runs(path.parent):
+        if Path(row["path"]).resolve() == path and row.get("calibrated") is not None:
+            return {"value": row["calibrated"], **row["calibration"]}
+    return None

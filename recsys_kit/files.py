@@ -113,6 +113,18 @@ def write_frame(path: Path, frame, **to_csv) -> None:
         frame.to_csv(tmp, **to_csv)
 
 
+def append_line(path: Path, line: str) -> None:
+    """One line added at the end, whole: O_APPEND keeps lines of concurrent writers apart, and
+    nothing already in the file is ever rewritten (an append-only ledger)."""
+    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    handle = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(handle, data)
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
 def save_npy(path: Path, array: np.ndarray) -> None:
     with replacing(path) as tmp, open(tmp, "wb") as handle:
         np.save(handle, array)

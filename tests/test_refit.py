@@ -141,3 +141,21 @@ def test_auto_seeds_bag_random_models_only():
     assert resolved(RefitOptions(), "ease").seeds == 1 and resolved(RefitOptions(), "popularity").seeds == 1
     assert resolved(RefitOptions(), "multidae").seeds == AUTO_SEEDS == 3
     assert resolved(RefitOptions(seeds=5), "multivae").seeds == 5
+
+
+def test_estimate_withheld_for_coverage_fits_nothing(tmp_path, monkeypatch):
+    """Short histories: the holdout leaves no user anything to hide again, which the holdouts alone
+    tell; the estimate is withheld with its reason before any of its fits is made."""
+    from recsys_kit.cv import refit
+
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(80), 4)
+    items = np.concatenate([rng.choice(30, 4, replace=False) for _ in range(80)])
+    dataset = from_interactions(users, items, rng.random(len(users)))
+    stages = []
+    real_fit_bag = refit.fit_bag
+    monkeypatch.setattr(refit, "fit_bag", lambda *a, **k: stages.append(a[5]) or real_fit_bag(*a, **k))
+    config = load_config(None, ["model.name=ease", "model.l2=5"])
+    entry = read_metrics(run_cv(dataset, config, 3, tmp_path, name="short"))["lb_estimate"]
+    assert entry["recall@10"] is None and "too few users" in entry["reason"] and entry["coverage"][1] < 0.5
+    assert stages and not any(stage.startswith("estimate") for stage in stages), stages

@@ -160,11 +160,7 @@ def depth_estimate(recall2: np.ndarray, recall3: np.ndarray, bootstrap: int, see
     coverage2 = float(has2.mean()) if coverage2 is None else coverage2
     coverage3 = float(both.sum() / max(has2.sum(), 1))
     if coverage2 < MIN_COVERAGE[0] or coverage3 < MIN_COVERAGE[1]:
-        return {"recall@10": None, "coverage": [coverage2, coverage3],
-                "reason": f"too few users keep items for two more levels of hiding ({coverage2:.0%} have a "
-                          f"target one level down, {coverage3:.0%} of those two levels down; needs "
-                          f"{MIN_COVERAGE[0]:.0%} and {MIN_COVERAGE[1]:.0%}), so the depth extrapolation "
-                          f"would speak for the heaviest users only; read the OOF figure"}
+        return withheld(coverage2, coverage3)
 
     def estimate(r2, r3, r2_all):
         return float(np.mean(r2_all) * np.mean(r2) / max(np.mean(r3), 1e-12))
@@ -182,6 +178,15 @@ def depth_estimate(recall2: np.ndarray, recall3: np.ndarray, bootstrap: int, see
             "ratio": float(np.mean(r2b) / max(np.mean(r3b), 1e-12)),
             "users_level2": int(has2.sum()), "users_both_levels": int(both.sum()),
             "coverage": [coverage2, coverage3]}
+
+
+def withheld(coverage2: float, coverage3: float) -> dict:
+    """No estimate: too few users can be hidden from twice for the depth chain to speak for them."""
+    return {"recall@10": None, "coverage": [coverage2, coverage3],
+            "reason": f"too few users keep items for two more levels of hiding ({coverage2:.0%} have a "
+                      f"target one level down, {coverage3:.0%} of those two levels down; needs "
+                      f"{MIN_COVERAGE[0]:.0%} and {MIN_COVERAGE[1]:.0%}), so the depth extrapolation "
+                      f"would speak for the heaviest users only; read the OOF figure"}
 
 
 def estimate_sample(has_target: np.ndarray, size: int, seed: int) -> np.ndarray:
@@ -205,6 +210,12 @@ def run_lb_estimate(side: ItemSide, holdout: Holdout, config, epochs: int, devic
     run_dir and returns the metrics entry."""
     started = time.time()
     level3 = level3_holdout(holdout, config)
+    # Coverage is known from the holdouts alone: when it withholds the estimate, fit nothing.
+    has2 = holdout.has_target
+    coverage = (float(has2.mean()), float((has2 & level3.has_target).sum() / max(has2.sum(), 1)))
+    if coverage[0] < MIN_COVERAGE[0] or coverage[1] < MIN_COVERAGE[1]:
+        return {**withheld(*coverage), "method": "depth extrapolation R2 * R2/R3", "epochs": epochs,
+                "seconds": round(time.time() - started, 2)}
     fixed = fixed_epoch_config(config, epochs)
     # Users with a level-2 target (level 3 may have none): the sample stands for every user that
     # the level-2 figure counts, so a blend's estimate reads as its members' do.

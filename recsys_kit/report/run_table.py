@@ -12,7 +12,7 @@ from pathlib import Path
 
 from recsys_kit.errors import DataError
 
-SORT_KEYS = {"recall": "recall", "lb": "lb_estimate", "ndcg": "ndcg", "wall": "wall_seconds", "date": "date",
+SORT_KEYS = {"recall": "recall", "lb": "lb_estimate", "public": "public", "ndcg": "ndcg", "wall": "wall_seconds", "date": "date",
              "name": "name"}
 
 
@@ -85,6 +85,7 @@ def collect_runs(runs_dir: Path, fingerprint: str | None = None, sort: str = "re
     candidates = sorted({p.parent for pattern in ("*/data.json", "*/config.json", "*/progress.json")
                          for p in root.glob(pattern)})
     rows = [run_row(path, root) for path in candidates]
+    add_public_scores(rows, root)
     if fingerprint is not None:
         rows = [row for row in rows if row.get("data") == fingerprint]
     key = SORT_KEYS[sort]
@@ -95,3 +96,23 @@ def collect_runs(runs_dir: Path, fingerprint: str | None = None, sort: str = "re
     missing = [row for row in finished if row.get(key) is None]
     present.sort(key=lambda row: row[key], reverse=descending)
     return present + missing + sorted(rest, key=lambda row: row["name"])
+
+
+def add_public_scores(rows: list[dict], root: Path) -> None:
+    """Each finished row's recorded public score ("public") and its estimate calibrated on the other
+    runs' public scores on the same data ("calibrated", with "calibration": pairs, interval, family)."""
+    from recsys_kit.submission.ledger import Pair, calibrate, public_scores
+
+    public = public_scores(root)
+    finished = [row for row in rows if row["status"] == "finished"]
+    for row in finished:
+        row["public"] = public.get(str(Path(row["path"]).resolve()))
+        row["base"] = row["lb_estimate"] if row["lb_estimate"] is not None else row["recall"]
+    for row in finished:
+        pairs = [Pair(str(Path(other["path"]).resolve()), other["model"], other["base"], other["public"])
+                 for other in finished if other["public"] is not None and other["base"] is not None
+                 and other["data"] == row["data"]]
+        fitted = calibrate(row["base"], row["model"], pairs, run=str(Path(row["path"]).resolve()))
+        row["calibrated"] = None if fitted is None else fitted.value
+        row["calibration"] = None if fitted is None else {"pairs": fitted.pairs, "interval90": fitted.interval90,
+                                                          "family": fitted.family}

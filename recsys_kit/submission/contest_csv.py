@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from recsys_kit.runs.run_dir import RunDir
+from recsys_kit.submission.ledger import record_submission
 from recsys_kit.data.load import load_dataset, read_text_table
 from recsys_kit import files
 from recsys_kit.errors import DataError, check_text_file, os_error
@@ -58,7 +59,11 @@ def write_submission(run_dir: Path, out: Path, k: int = K, force: bool = False, 
         files.write_frame(out, frame, index=False)
     except OSError as err:
         raise os_error(out, err, "pass a writable --out") from None
-    return {"path": str(out), "users": len(user_ids), "rows": len(frame), "time_filter": applied}
+    try:  # the ledger finds this CSV's run again when its public score is recorded (kit lb)
+        ledger = record_submission(run_dir, out)["digest"]
+    except OSError as err:
+        ledger = f"not recorded ({err.strerror}); record its score with kit lb {run_dir} SCORE"
+    return {"path": str(out), "users": len(user_ids), "rows": len(frame), "time_filter": applied, "ledger": ledger}
 
 
 def _time_filter(run: RunDir):

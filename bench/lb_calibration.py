@@ -1,0 +1,71 @@
+"""How many recorded public scores does the calibrated estimate need? Measured on nested contests.
+
+    python bench/lb_calibration.py bench/results/lb_fidelity-mls.json [more lb_fidelity JSON ...]
+
+Reads what bench/lb_fidelity.py measured (per model: the kit's leaderboard estimate and the nested
+leaderboard's Recall@10 of its submission). For every model, and every choice of k other models
+whose public scores a team would have recorded (k = 1, 2, 3; all combinations), the calibrated
+estimate is the model's estimate times the geometric mean of those models' public / estimate
+(recsys_kit.submission.ledger.calibrate, the rule `kit runs` applies). Prints the mean and the
+largest absolute error against the nested leaderboard, beside the uncalibrated estimate's, and
+writes JSON (`--out`, default bench/results/lb_calibration.json).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+
+from recsys_kit.submission.ledger import Pair, calibrate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def errors(rows: list[dict], k: int) -> list[float]:
+    """|calibrated / leaderboard - 1| of every model, over every k-subset of the other models."""
+    out = []
+    for row in rows:
+        others = [r for r in rows if r is not row]
+        for chosen in itertools.combinations(others, k):
+            pairs = [Pair(r["model"], r["model"], r["estimate"], r["lb_refit_full"]) for r in chosen]
+            fitted = calibrate(row["estimate"], row["model"], pairs)
+            out.append(abs(fitted.value / row["lb_refit_full"] - 1))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="+", type=Path, help="JSON written by bench/lb_fidelity.py")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "lb_calibration.json")
+    args = parser.parse_args()
+    report = []
+    print(f"{'contest':<34}{'models':>7}{'k':>3}{'mean |err|':>12}{'max |err|':>11}{'cases':>7}")
+    for path in args.results:
+        measured = json.loads(path.read_text())
+        rows = [r for r in measured["rows"] if r["model"] not in ("blend", "stack") and r.get("estimate")]
+        hidden = measured["answers"]
+        name = f"{Path(measured['data']).name} (last {hidden['n_last']} + {hidden['n_random']} random)"
+        plain = [abs(r["estimate"] / r["lb_refit_full"] - 1) for r in rows]
+        entry = {"contest": name, "models": [r["model"] for r in rows], "uncalibrated": {
+            "mean_abs_error": float(np.mean(plain)), "max_abs_error": float(np.max(plain)), "cases": len(plain)}}
+        print(f"{name:<34}{len(rows):>7}{'-':>3}{100 * np.mean(plain):>11.1f}%{100 * np.max(plain):>10.1f}%"
+              f"{len(plain):>7}")
+        for k in (1, 2, 3):
+            if len(rows) <= k:
+                continue
+            values = errors(rows, k)
+            entry[f"k={k}"] = {"mean_abs_error": float(np.mean(values)), "max_abs_error": float(np.max(values)),
+                               "cases": len(values)}
+            print(f"{'':<34}{'':>7}{k:>3}{100 * np.mean(values):>11.1f}%{100 * np.max(values):>10.1f}%"
+                  f"{len(values):>7}")
+        report.append(entry)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
