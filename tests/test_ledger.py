@@ -66,8 +66,10 @@ def test_ratio_and_family():
     pairs = [Pair("a", "ease", 0.20, 0.18), Pair("b", "ease", 0.10, 0.09), Pair("c", "multidae", 0.15, 0.12)]
     ratio, interval = ratio_of(pairs[:2])
     assert ratio == pytest.approx(0.9) and interval[0] == pytest.approx(0.9) and interval[1] == pytest.approx(0.9)
-    mixed = calibrate(0.3, "recvae", pairs)
+    mixed = calibrate(0.3, "recvae", pairs)  # no recvae pair: every pair
     assert mixed.pairs == 3 and mixed.family is None and mixed.interval90[0] < mixed.value < mixed.interval90[1]
-    family = calibrate(0.3, "ease", pairs + [Pair("d", "ease", 0.3, 0.27)], run="x")
-    assert family.family == "ease" and family.pairs == 3 and family.value == pytest.approx(0.27)
+    own = calibrate(0.3, "multidae", pairs, run="x")  # the model's own pair alone
+    assert own.family == "multidae" and own.pairs == 1 and own.value == pytest.approx(0.24)
+    family = calibrate(0.3, "ease", pairs, run="x")
+    assert family.family == "ease" and family.pairs == 2 and family.value == pytest.approx(0.27)
     assert calibrate(0.3, "ease", [Pair("x", "ease", 0.2, 0.1)], run="x") is None
