@@ -185,7 +185,9 @@ def levels(first: RunDir, dataset=None) -> tuple[Level, Level, sp.csr_matrix]:
     side = side_of(dataset)
     if dataset.times is None:
         return Level(input_rows, None, side), Level(public, None, side), target
-    return Level(input_rows, times_of(dataset, input_rows), side), Level(public, dataset.times, side), target
+    # The Dataset's matrix holds the same entries as input + target, in the order its times follow.
+    return (Level(input_rows, times_of(dataset, input_rows), side), Level(dataset.matrix, dataset.times, side),
+            target)
 
 
 def times_of(dataset, rows: sp.csr_matrix) -> sp.csr_matrix:
