@@ -46,6 +46,8 @@ def test_round_trip_submit_record_list_calibrate(two_runs):
     assert rk.api.calibrated(pop) == {"value": pytest.approx(expected), "pairs": 1, "interval90": None,
                                       "family": None}
     assert rows["ease"]["calibrated"] is None  # its own pair is left out: no other pair to rest on
+    page = rk.api.report([ease, pop], root / "report.html").read_text()
+    assert "<h2>Leaderboard</h2>" in page  # OOF, estimate and public score per run, plotted
 
 
 @pytest.mark.parametrize("case", ["not submitted", "score above 1", "no score"])

@@ -144,6 +144,25 @@ def folds_figure(items: list[Item]) -> str:
     return _png(figure)
 
 
+def leaderboard_figure(items: list[Item], public: dict[str, float]) -> str | None:
+    """OOF Recall@10, the leaderboard estimate and the recorded public score of each run, side by side;
+    None when no run has a public score recorded (kit lb)."""
+    rows = [(item.label, item.metrics["recall@10"].get("mean"), item.metrics["recall@10"].get("lb_estimate"),
+             public.get(str(item.path.resolve()))) for item in items]
+    if not any(row[3] is not None for row in rows):
+        return None
+    figure = _figure(max(4.0, 1.3 * len(rows) + 2), 3.4)
+    ax = figure.subplots()
+    for offset, (what, index) in zip((-0.25, 0.0, 0.25), (("OOF", 1), ("estimate", 2), ("public", 3))):
+        ax.bar([x + offset for x in range(len(rows))], [row[index] or 0 for row in rows], width=0.25, label=what,
+               color=COLOURS[index - 1])
+    ax.set_xticks(range(len(rows)), [row[0] for row in rows], rotation=20, ha="right", fontsize=8)
+    ax.set(title="OOF, leaderboard estimate and public score (kit lb)", ylabel="Recall@10")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _png(figure)
+
+
 def groups_figure(items: list[Item], groups: list[dict]) -> str:
     """Grouped bars: Recall@10 per user-activity group, one bar per run."""
     names = list(groups[0])
@@ -295,6 +314,10 @@ def build_report(paths) -> str:
              + [""] * (folds - len(item.metrics["recall@10"]["folds"]))
              + [_num(item.metrics["recall@10"].get("mean")), _num(item.metrics["recall@10"].get("std"))]
              for item in scored]))
+        public = _public_scores(scored)
+        board = leaderboard_figure(scored, public)
+        if board:
+            body.append("<h2>Leaderboard</h2>" + _img(board, "OOF, estimate and public score"))
         groups = [activity_recall(item) for item in scored]
         body.append("<h2>Recall@10 by user activity</h2>" + _img(groups_figure(scored, groups), "activity groups")
                     + _table(["activity group"] + [item.label for item in scored],
@@ -313,6 +336,16 @@ def build_report(paths) -> str:
             body.append(f"<h2>Study {html.escape(item.label)}</h2>" + _study_section(item))
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>recsys-kit report</title>'
             f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def _public_scores(items: list[Item]) -> dict[str, float]:
+    """Recorded public scores (kit lb) of the runs' runs directories."""
+    from recsys_kit.submission.ledger import public_scores
+
+    found: dict[str, float] = {}
+    for folder in {item.path.resolve().parent for item in items}:
+        found.update(public_scores(folder))
+    return found
 
 
 def write_report(paths, out: Path) -> Path:
