@@ -104,19 +104,20 @@ VALID_LOGS = {
 
 @pytest.mark.parametrize("text", VALID_LOGS.values(), ids=VALID_LOGS.keys())
 def test_typed_reader_agrees_with_the_text_reader(tmp_path, text):
-    """The fast typed read either declines (None) or returns exactly what the careful text reader does."""
+    """The fast typed read either declines (None) or returns exactly what the careful line-by-line reader does."""
     from recsys_kit.data import load as data
+    from recsys_kit.data import table
 
     path = tmp_path / "train_ratings.csv"
     path.write_text(text, encoding="utf-8")
-    frame = data._read_table(path, data.RATINGS_COLUMNS, ",")
-    careful = [data._parse_ids(path, frame, c, allow_float=c == "time") for c in data.RATINGS_COLUMNS]
-    typed = data._read_ratings_typed(path)
+    spec = data.ratings_table(path)
+    careful = table.read_careful(path, spec)
+    typed = table.read_typed(path, spec)
     if text == VALID_LOGS["plain"]:
         assert typed is not None  # the common case really takes the fast path
     if typed is not None:
-        for fast, slow in zip(typed, careful):
-            assert fast.dtype == slow.dtype and np.array_equal(fast, slow)
+        for name in data.RATINGS_COLUMNS:
+            assert typed[name].dtype == careful[name].dtype and np.array_equal(typed[name], careful[name])
 
 
 def test_parsed_data_is_cached_and_never_stale(tmp_path, monkeypatch):

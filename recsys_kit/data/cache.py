@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 from recsys_kit import files
 
-FORMAT = 1  # bump when Dataset's arrays or their meaning change
+FORMAT = 2  # bump when Dataset's arrays or their meaning change (2: the one CSV reader refuses rows a cached parse may hold)
 KEEP = 8  # entries kept; older ones are removed on write
 
 

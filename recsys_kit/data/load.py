@@ -6,7 +6,6 @@ and the fix; the CLI turns it into exit status 2.
 from __future__ import annotations
 
 import re
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys_kit.data import cache as data_cache
+from recsys_kit.data import table
 from recsys_kit.data.dataset import Dataset, from_interactions
 from recsys_kit.errors import DataError, check_text_file, decoding_error, os_error, where
 
@@ -41,98 +41,44 @@ def read_text_table(path: Path, sep: str, fix: str) -> pd.DataFrame:
         raise os_error(path, err, fix) from None
 
 
-def _read_table(path: Path, columns: tuple[str, ...], sep: str) -> pd.DataFrame:
-    check_text_file(path, f"put the contest's {path.name} (UTF-8 text) in that folder")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: empty file; expected a header line {sep.join(columns)!r} and data rows")
-    frame = read_text_table(path, sep, f"expected a header line {sep.join(columns)!r} and data rows")
-    frame.columns = [c.strip().lower() for c in frame.columns]
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataError(f"{where(path, 1)}: missing column(s) {missing}; the header must name "
-                        f"{list(columns)} (found {list(frame.columns)})")
-    if len(frame) == 0:
-        raise DataError(f"{path}: no data rows after the header; the file must hold at least one row")
-    return frame
-
-
-def _parse_ids(path: Path, frame: pd.DataFrame, column: str, allow_float: bool = False) -> np.ndarray:
-    text = frame[column].str.strip()
-    values = pd.to_numeric(text, errors="coerce")
-    as_float = values.to_numpy(np.float64, na_value=np.nan)
-    bad = ~np.isfinite(as_float)  # missing, unparsable, inf (an infinite time orders nothing)
-    if not allow_float:
-        bad |= np.where(bad, 0.0, as_float) % 1 != 0
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        shown = text.iloc[row]
-        what = ("missing" if shown == "" else f"infinite value {shown!r}" if np.isinf(as_float[row])
-                else f"unparsable value {shown!r}")
-        kind = "a finite number" if allow_float else "an integer"
-        raise DataError(f"{where(path, row + 2)}: {what} in column {column!r}; it must be {kind}")
-    if not allow_float:
-        # Read as float (written with a point or exponent, or beyond int64) an id is exact only
-        # below 2^53; an int64 column is exact up to 2^63.
-        limit = 2.0 ** 63 if values.dtype.kind == "i" else 2.0 ** 53
-        too_big = np.abs(as_float) >= limit
-        if too_big.any():
-            row = int(np.flatnonzero(too_big)[0])
-            raise DataError(f"{where(path, row + 2)}: id {text.iloc[row]!r} in column {column!r} is too large "
-                            f"to read exactly; ids must be integers below 2^53")
-    array = as_float if allow_float else values.to_numpy(np.int64)
-    if not allow_float and (array < 0).any():
-        row = int(np.flatnonzero(array < 0)[0])
-        raise DataError(f"{where(path, row + 2)}: negative id {array[row]} in column {column!r}; "
-                        f"ids must be >= 0")
-    return array
+def _parse_ids(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
+    """A side file's id column: int64 ids, or a DataError naming the line of the first bad one."""
+    values, row, message = table.parse_column(frame[column], table.ID, column)
+    if row is not None:
+        raise DataError(f"{where(path, row + 2)}: {message}")
+    return values
 
 
 RATINGS_COLUMNS = ("user", "item", "time")
+_RATINGS_KINDS = (table.ID, table.ID, table.TIME)
+_RATINGS_HEADER = f"expected a header line {','.join(RATINGS_COLUMNS)!r} and data rows"
 
 
-def _read_ratings_typed(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """The usual well-formed log in one typed read (15x faster than reading every cell as text).
-
-    None at the first sign of anything unusual: the careful text reader then finds the problem
-    and names its line, so both readers accept exactly the same files."""
-    try:
-        with open(path, encoding="utf-8-sig") as handle:  # pandas drops a BOM too
-            header = handle.readline().rstrip("\r\n").split(",")
-    except (OSError, UnicodeDecodeError):
-        return None
-    names = [name.strip().lower() for name in header]
-    if len(set(names)) != len(names) or not all(column in names for column in RATINGS_COLUMNS):
-        return None
-    position = {column: names.index(column) for column in RATINGS_COLUMNS}
-    dtypes = {header[position["user"]]: np.int64, header[position["item"]]: np.int64,
-              header[position["time"]]: np.float64}
-    try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):  # a failed cast warns, then raises
-            warnings.simplefilter("ignore")
-            frame = pd.read_csv(path, usecols=sorted(position.values()), dtype=dtypes, engine="c",
-                                on_bad_lines="error")
-    except (ValueError, OverflowError, TypeError, pd.errors.ParserError, pd.errors.EmptyDataError,
-            UnicodeDecodeError, OSError):
-        return None
-    if list(frame.columns) != [header[p] for p in sorted(position.values())] or len(frame) == 0:
-        return None
-    users, items, times = (frame[header[position[c]]].to_numpy() for c in RATINGS_COLUMNS)
-    if (users.dtype != np.int64 or items.dtype != np.int64 or (users < 0).any() or (items < 0).any()
-            or not np.isfinite(times).all()):
-        return None
-    return users, items, times.astype(np.float64, copy=False)
+def ratings_table(path: Path) -> table.Table:
+    """The layout of a train_ratings.csv, from its header (names in any case and order, other columns
+    allowed): a DataError when the file holds no header or the header lacks a column."""
+    header = table.read_header(path, ",")
+    if header is None:
+        raise DataError(f"{path}: empty file; {_RATINGS_HEADER}")
+    lineno, fields, _ = header
+    names = [name.strip().lower() for name in fields]
+    missing = [c for c in RATINGS_COLUMNS if c not in names]
+    if missing:
+        raise DataError(f"{where(path, lineno)}: missing column(s) {missing}; the header must name "
+                        f"{list(RATINGS_COLUMNS)} (found {names})")
+    return table.Table(sep=",", fields=len(names),
+                       columns={c: (names.index(c), kind) for c, kind in zip(RATINGS_COLUMNS, _RATINGS_KINDS)},
+                       fix=f"each line must hold one value per header column ({len(names)} here); fix that line")
 
 
 def load_ratings(path: Path) -> Dataset:
     check_text_file(path, f"put the contest's {path.name} (UTF-8 text) in that folder")
-    typed = _read_ratings_typed(path) if path.stat().st_size > 0 else None
-    if typed is not None:
-        return from_interactions(*typed)
-    frame = _read_table(path, RATINGS_COLUMNS, ",")
-    users = _parse_ids(path, frame, "user")
-    items = _parse_ids(path, frame, "item")
-    times = _parse_ids(path, frame, "time", allow_float=True)
-    return from_interactions(users, items, times)
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file; {_RATINGS_HEADER}")
+    arrays = table.read_table(path, ratings_table(path))
+    if len(arrays["user"]) == 0:
+        raise DataError(f"{path}: no data rows after the header; the file must hold at least one row")
+    return from_interactions(arrays["user"], arrays["item"], arrays["time"])
 
 
 def _multi_hot(items: np.ndarray, values: np.ndarray, dataset: Dataset) -> tuple[sp.csr_matrix, np.ndarray, int]:

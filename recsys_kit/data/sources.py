@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recsys_kit.data.table import INT, Table, read_header, read_table
+from recsys_kit.data.table import short as _short
 from recsys_kit.errors import DataError, where
 
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
@@ -44,66 +46,29 @@ def _need_file(path: Path, what: str) -> Path:
     return path
 
 
-def _short(text: str, n: int = 60) -> str:
-    return repr(text if len(text) <= n else text[:n] + "...")
-
-
 def _read_int_table(path: Path, *, sep: str, ncols: int, cols: dict[str, int], header: bool,
                     encoding: str = "utf-8", fix: str) -> pd.DataFrame:
-    """Read a delimited file of ``ncols`` fields per line and return the integer columns ``cols`` (name -> index).
+    """The integer columns ``cols`` (name -> index) of a delimited file of ``ncols`` fields per line, as int64.
 
-    Fast path: pandas' C parser. On any parse problem the file is scanned line by line so the DataError can name
-    the first bad line (1-based, header = line 1).
+    The kit's one table reader (:mod:`recsys_kit.data.table`): a line with another field count or a non-integer
+    id is a DataError naming that line (1-based, header = line 1).
     """
-    dtype = {i: "int64" for i in cols.values()}
-    try:
-        df = pd.read_csv(path, sep=sep, header=None, skiprows=1 if header else 0, dtype=dtype,
-                         encoding=encoding, engine="c", index_col=False)
-        if df.shape[1] != ncols:
-            raise ValueError(f"expected {ncols} fields per line, found {df.shape[1]}")
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame({name: np.empty(0, dtype=np.int64) for name in cols})
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        _scan_bad_line(path, sep=sep, ncols=ncols, cols=cols, header=header, encoding=encoding, fix=fix)
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(f"{where(path)}: cannot parse ({reason}); {fix}") from err
-    return pd.DataFrame({name: df[i].to_numpy(dtype=np.int64) for name, i in cols.items()})
-
-
-def _scan_bad_line(path: Path, *, sep: str, ncols: int, cols: dict[str, int], header: bool, encoding: str,
-                   fix: str) -> None:
-    """Raise a DataError naming the first malformed line, if there is one."""
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if header and lineno == 1:
-                continue
-            try:
-                line = raw.decode(encoding).rstrip("\r\n")
-            except UnicodeDecodeError as err:
-                raise DataError(f"{where(path, lineno)}: not valid {encoding} text; {fix}") from err
-            if not line.strip():
-                continue
-            fields = line.split(sep)
-            if len(fields) != ncols:
-                raise DataError(f"{where(path, lineno)}: expected {ncols} {sep!r}-separated fields, found "
-                                f"{len(fields)} in {_short(line)}; {fix}")
-            for name, i in cols.items():
-                if not _INT.fullmatch(fields[i]):
-                    raise DataError(f"{where(path, lineno)}: {name} must be an integer, found "
-                                    f"{_short(fields[i])}; {fix}")
+    spec = Table(sep=sep, fields=ncols, columns={name: (i, INT) for name, i in cols.items()}, fix=fix,
+                 header=header, encoding=encoding)
+    return pd.DataFrame(read_table(path, spec))
 
 
 def _header_indices(path: Path, sep: str, wanted: dict[str, str], encoding: str = "utf-8") -> tuple[int, dict]:
     """Check the header line of ``path``; return (number of fields, {our name: column index})."""
-    with open(path, encoding=encoding, newline="") as f:
-        first = f.readline().rstrip("\r\n")
-    if not first.strip():
+    header = read_header(path, sep, encoding)
+    if header is None:
         raise DataError(f"{where(path, 1)}: the file is empty; expected a header with "
                         f"{', '.join(wanted.values())}")
-    names = [n.strip().strip('"') for n in first.split(sep)]
+    lineno, fields, first = header
+    names = [n.strip().strip('"') for n in fields]
     missing = [col for col in wanted.values() if col not in names]
     if missing:
-        raise DataError(f"{where(path, 1)}: header {_short(first)} lacks {', '.join(missing)}; expected the "
+        raise DataError(f"{where(path, lineno)}: header {_short(first)} lacks {', '.join(missing)}; expected the "
                         f"original file with columns {sep.join(wanted.values())}")
     return len(names), {ours: names.index(theirs) for ours, theirs in wanted.items()}
 
