@@ -80,7 +80,8 @@ class TrainConfig:
     # base seed. Tuning trials fit with their own, and best.toml records it so `kit cv` reproduces
     # the trial; holdout, folds and validation users always come from the base seed.
     fit_seed: int = -1
-    # auto = fp32 on CPU, bf16 autocast on CUDA; fp16 adds a GradScaler (see train.autocast_dtype).
+    # auto = measured on first use per machine and network (models/precision.py: bf16 only when clearly faster;
+    # cached; fp32 with the cache off or for fits too small to pay for the probe); fp16 adds a GradScaler.
     precision: str = "auto"
 
     def __post_init__(self):

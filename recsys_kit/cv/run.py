@@ -25,6 +25,7 @@ from recsys_kit.protocol.holdout import Holdout, assign_folds, contest_holdout, 
 from recsys_kit.seeds import derive_seed
 from recsys_kit.protocol.metrics import K, build_metrics, ndcg_per_user, recall_per_user, summarize
 from recsys_kit.models import build_model
+from recsys_kit.models.precision import run_precision
 from recsys_kit.runs.resume import Progress, RunHandle, claim_run, open_fold_scores, run_key
 from recsys_kit.cv.refit import RefitOptions, refit_epochs, refit_full, resolved, run_lb_estimate, score_rows
 from recsys_kit.errors import DataError
@@ -167,6 +168,8 @@ def _run_steps(context: CvContext, data_info: dict, started: float,
     metrics.update({"model": context.config.model_name, "folds_detail": state.records,
                     "resumed_folds": state.resumed_folds,
                     "wall_seconds": round(time.time() - started, 2)})
+    if run_precision([record["model"] for record in state.records]):  # train.precision's pick (torch members)
+        metrics["precision"] = run_precision([record["model"] for record in state.records])
     files.write_json(context.run_dir / "metrics.json", metrics)
     context.notify("end", run_dir=str(context.run_dir), metrics=metrics)
     return context.run_dir

@@ -10,7 +10,6 @@ embedding-bag over each user's items, so no dense users x items input is ever bu
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
@@ -21,25 +20,9 @@ import torch
 from torch import nn
 
 from recsys_kit.config import TrainConfig
+from recsys_kit.models.precision import NAMES, autocast, autocast_dtype, resolve  # autocast*: read here too
 from recsys_kit.protocol.metrics import K, recall_per_user, summarize
 from recsys_kit.protocol.ranking import mask_seen, top_k
-
-
-# ----------------------------------------------------------------------------- precision
-
-def autocast_dtype(precision: str, device: str) -> torch.dtype | None:
-    """The autocast dtype of TrainConfig.precision on `device`; None = plain fp32 (no autocast at all,
-    so fp32 runs are bit-identical to a loop that never heard of mixed precision)."""
-    if precision == "auto":
-        # Chosen by measurement (bench/contest_scale.py, contest-scale set): bf16 autocast ran slower
-        # than fp32 for every member on an H200 (Multi-DAE 0.25 vs 0.19 s/epoch, SASRec 1.73 vs 1.59:
-        # these nets are too small for the casts to pay) and on this project's Intel CPU (7.0 vs 5.0 s).
-        return None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def autocast(device: str, dtype: torch.dtype | None):
-    return torch.autocast(device_type=device, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 # ----------------------------------------------------------------------------- batch sources
@@ -126,9 +109,12 @@ def multinomial_nll(logits: torch.Tensor, batch: SparseBatch) -> torch.Tensor:
 
 @torch.no_grad()
 def predict(net: nn.Module, source, device: str, chunk: int = 2048, precision: str = "auto") -> np.ndarray:
-    """float32 logits of every user of `source` (Batches, or CSR rows for the autoencoders), in chunks."""
+    """float32 logits of every user of `source` (Batches, or CSR rows for the autoencoders), in chunks.
+    "auto" scores in the precision the net was fitted in (fit_net's pick; fp32 for a net never fitted)."""
     source = as_batches(source)
     net.eval()
+    if precision == "auto":
+        precision = getattr(net, "fitted_precision", "fp32")
     dtype = autocast_dtype(precision, device)
     out = np.empty(source.rows.shape, dtype=np.float32)
     for start in range(0, source.rows.shape[0], chunk):
@@ -176,18 +162,22 @@ def fit_net(net: nn.Module, train: Batches, config: TrainConfig, device: str, se
     valid Recall@10 epoch.
 
     `valid`: (the validation users' batch source, their hidden targets). Returns the fit summary;
-    its best_epoch is what a refit without validation trains for.
+    its best_epoch is what a refit without validation trains for, its precision_pick what
+    train.precision ran in and why (auto: recsys_kit.models.precision's cached probe).
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net.to(device)
+    batch_size = effective_batch_size(len(train.users), config)
+    # auto: a short probe of this net on a real batch, on a copy under forked generators (precision.py)
+    pick = resolve(net, train, batch_size, config, device)
+    net.fitted_precision = pick["precision"]  # predict's "auto"
     phases = phases_of(net)
     optimizers = [torch.optim.Adam(phase.parameters, lr=config.lr, weight_decay=config.weight_decay)
                   for phase in phases]
-    dtype = autocast_dtype(config.precision, device)
+    dtype = autocast_dtype(pick["precision"], device)
     # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
     scalers = [torch.amp.GradScaler(device, enabled=dtype is torch.float16) for _ in phases]
-    batch_size = effective_batch_size(len(train.users), config)
     n_batches = max(1, -(-len(train.users) // batch_size))
     best_recall, best_epoch, best_state, stale = -1.0, 0, None, 0
     history = []
@@ -215,7 +205,7 @@ def fit_net(net: nn.Module, train: Batches, config: TrainConfig, device: str, se
             if len(phases) > 1:
                 record[f"loss_{phase.name}"] = total / (phase.passes * n_batches)
         if valid is not None and (epoch % config.eval_every == 0 or epoch == config.epochs):
-            record["valid_recall@10"] = recall = valid_recall(net, valid, device, config.precision)
+            record["valid_recall@10"] = recall = valid_recall(net, valid, device, pick["precision"])
             if recall > best_recall:
                 best_recall, best_epoch, stale = recall, epoch, 0
                 best_state = copy.deepcopy(net.state_dict())
@@ -231,7 +221,7 @@ def fit_net(net: nn.Module, train: Batches, config: TrainConfig, device: str, se
     return {"epochs_run": len(history), "batch_size": batch_size, "best_epoch": best_epoch or len(history),
             "best_valid_recall@10": best_recall if best_state is not None else None,
             "final_loss": history[-1]["loss"] if history else None,
-            "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]}
+            "precision": NAMES[dtype], "precision_pick": pick}
 
 
 def fit_autoencoder(net: nn.Module, train_rows: sp.csr_matrix, config: TrainConfig, device: str,
