@@ -66,6 +66,11 @@ def test_bad_ratings_fail_with_exit_2_and_one_line(tmp_path, case, text, message
     ("item\tgenre\n", "no data rows"),
     ("movie\tgenre\n1\tDrama\n", "genres.tsv:1: the header must be"),
     ("item\tgenre\nabc\tDrama\n", "genres.tsv:2: unparsable value 'abc'"),
+    # pandas alone reads a longer first line's first field as a row label (columns shift) and pads a
+    # shorter one; the line after the header is checked like every later one.
+    ("item\tgenre\n1\t2\tDrama\n5\tComedy\n", "genres.tsv:2: 3 fields where the header has 2"),
+    ("\nitem\tgenre\n\n5\n9\tDrama\n", "genres.tsv:4: 1 fields where the header has 2"),
+    ("item\tgenre\n5\tDrama\n9\tDrama\tHorror\n", "genres.tsv:3"),
 ])
 def test_bad_side_files(tmp_path, text, message):
     folder = write(tmp_path / "d", "train_ratings.csv", GOOD)

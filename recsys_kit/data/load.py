@@ -5,7 +5,9 @@ and the fix; the CLI turns it into exit status 2.
 """
 from __future__ import annotations
 
+import csv
 import re
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,7 @@ def read_text_table(path: Path, sep: str, fix: str) -> pd.DataFrame:
     not text, not UTF-8, a line that does not parse, no header)."""
     check_text_file(path, fix)
     try:
+        _check_first_row(path, sep)
         return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False,
                            quoting=3 if sep == "\t" else 0, engine="c", on_bad_lines="error")
     except pd.errors.ParserError as err:
@@ -39,6 +42,22 @@ def read_text_table(path: Path, sep: str, fix: str) -> pd.DataFrame:
         raise decoding_error(path) from None
     except OSError as err:
         raise os_error(path, err, fix) from None
+
+
+def _check_first_row(path: Path, sep: str) -> None:
+    """The first data line holds as many fields as the header. pandas checks every later line, but it
+    reads a longer first line as a row label (every column shifts by one) and pads a shorter one."""
+    def fields(line: str) -> int:
+        return len(line.split(sep)) if sep == "\t" else len(next(csv.reader([line], delimiter=sep)))
+
+    with open(path, encoding="utf-8", newline="") as handle:
+        lines = islice(((number, line.rstrip("\r\n")) for number, line in enumerate(handle, start=1)
+                        if line.strip()), 2)
+        (_, header), *data = list(lines) or [(0, "")]
+    if data and fields(data[0][1]) != fields(header):
+        number, line = data[0]
+        raise DataError(f"{where(path, number)}: {fields(line)} fields where the header has {fields(header)} "
+                        f"({table.short(line)!r}); each line must hold one value per header column; fix that line")
 
 
 def _parse_ids(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
