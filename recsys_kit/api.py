@@ -232,16 +232,11 @@ def blend(members: Iterable[CVResult | str | Path], *, runs_dir: str | Path = "r
     vote | mean; further `options` are recsys_kit.blending.ensemble.EnsembleOptions fields (normalize,
     seed, bags, fallback, ...). Returns the blend's run directory as a CVResult: its OOF metrics, the
     weights in `metrics["members"]` and the held-out-half check in `metrics["holdout_half"]`."""
-    from recsys_kit.blending.ensemble import EnsembleOptions, check_compatible, run_ensemble
-    from recsys_kit.files import check_output_dir, check_run_name
+    from recsys_kit.blending.ensemble import EnsembleOptions, run_ensemble
 
-    paths = [member.run_dir if isinstance(member, CVResult) else Path(member) for member in members]
     ensemble_options = EnsembleOptions(method=method, **options)
     ensemble_options.check()
-    if name is not None:
-        check_run_name(name)
-    check_output_dir(Path(runs_dir), "--runs-dir")
-    check_compatible(paths)
+    paths = _checked_members(members, runs_dir, name)
     return open_run(run_ensemble(paths, Path(runs_dir), name=name, options=ensemble_options, on_event=on_event))
 
 
@@ -252,20 +247,27 @@ def stack(members: Iterable[CVResult | str | Path], *, data: Dataset | str | Pat
     fitted on OOF rows across folds (recsys_kit.blending.stack). `data` (a Dataset or the contest folder
     the members ran on) adds time and side features; `options` are StackOptions fields (candidates,
     seed, fallback, ...). Returns the stack's run directory as a CVResult."""
-    from recsys_kit.blending.members import check_compatible
     from recsys_kit.blending.stack import StackOptions, run_stack
+
+    stack_options = StackOptions(**options)
+    stack_options.check()
+    paths = _checked_members(members, runs_dir, name)
+    dataset = load_data(data) if isinstance(data, (str, Path)) else data
+    return open_run(run_stack(paths, Path(runs_dir), name=name, options=stack_options, dataset=dataset,
+                              on_event=on_event))
+
+
+def _checked_members(members: Iterable[CVResult | str | Path], runs_dir: str | Path, name: str | None) -> list[Path]:
+    """A blend's or stack's member paths, checked with its name and runs directory before any work."""
+    from recsys_kit.blending.members import check_compatible
     from recsys_kit.files import check_output_dir, check_run_name
 
     paths = [member.run_dir if isinstance(member, CVResult) else Path(member) for member in members]
-    stack_options = StackOptions(**options)
-    stack_options.check()
     if name is not None:
         check_run_name(name)
     check_output_dir(Path(runs_dir), "--runs-dir")
     check_compatible(paths)
-    dataset = load_data(data) if isinstance(data, (str, Path)) else data
-    return open_run(run_stack(paths, Path(runs_dir), name=name, options=stack_options, dataset=dataset,
-                              on_event=on_event))
+    return paths
 
 
 def submit(run: CVResult | str | Path, out: str | Path | None = None, *, force: bool = False,

@@ -27,7 +27,7 @@ import scipy.sparse as sp
 from recsys_kit import files
 from recsys_kit.runs import store
 from recsys_kit.runs.run_dir import RunDir
-from recsys_kit.blending.members import check_compatible, member_rows
+from recsys_kit.blending.members import check_compatible, copy_shared_files, member_rows
 from recsys_kit.protocol import time_filter
 from recsys_kit.blending.methods import METHODS, NORMALIZERS, Blend, as_blends, normalize
 from recsys_kit.blending.weights import CandidateCache, choose_blend
@@ -39,9 +39,6 @@ from recsys_kit.protocol.ranking import top_k
 
 EventCallback = Callable[[dict], None]
 DEFAULT_NORMALIZE = "zscore"  # beat rank on held-out Recall@10 on ml-1m (see the issue note)
-COPIED = ("data.json", "folds.npy", "user_ids.npy", "item_ids.npy", "holdout_input.npz",
-          "holdout_target.npz")
-
 
 @dataclass(frozen=True)
 class EnsembleOptions:
@@ -277,8 +274,7 @@ def _start_run_dir(members: list[RunDir], runs_dir: Path, name: str | None, opti
     # Not store.environment(): it imports torch (~0.3 GB resident) to name a device a blend never uses.
     files.write_json(run_dir / "environment.json", {"python": platform.python_version(), "numpy": np.__version__,
                                                    "platform": platform.platform(), "argv": sys.argv})
-    for file_name in COPIED + ((time_filter.FILE,) if (first / time_filter.FILE).exists() else ()):
-        files.copy_file(first / file_name, run_dir / file_name)
+    copy_shared_files(first, run_dir)
     return run_dir
 
 

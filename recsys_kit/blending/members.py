@@ -5,9 +5,13 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys_kit import files
 from recsys_kit.errors import DataError
 from recsys_kit.runs import store
 from recsys_kit.runs.run_dir import RunDir
+
+# What every member shares (the blend refuses members that differ) and a run built on them copies.
+SHARED = ("data.json", "folds.npy", "user_ids.npy", "item_ids.npy", "holdout_input.npz", "holdout_target.npz")
 
 
 def _load(path: Path):
@@ -63,3 +67,11 @@ def check_compatible(run_dirs) -> list[RunDir]:
             raise DataError(f"{member.path}: OOF rows do not line up with {ref.path}: {' and '.join(differ)} "
                             f"differ; rerun `kit cv` for it with {fix} as {ref.path}")
     return members
+
+
+def copy_shared_files(first: Path, run_dir: Path) -> None:
+    """The first member's shared files (and its time-filter arrays, when it has them) into `run_dir`."""
+    from recsys_kit.protocol import time_filter
+
+    for file_name in SHARED + ((time_filter.FILE,) if (first / time_filter.FILE).exists() else ()):
+        files.copy_file(first / file_name, run_dir / file_name)

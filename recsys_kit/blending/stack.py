@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys_kit import files
-from recsys_kit.blending.members import check_compatible, member_rows
+from recsys_kit.blending.members import check_compatible, copy_shared_files, member_rows
 from recsys_kit.blending.stack_features import (ITEM_FEATURES, USER_FEATURES, Level, candidates,
                                                 member_feature_names, member_features, side_of)
 from recsys_kit.blending.weights import paired_interval
@@ -33,7 +33,6 @@ from recsys_kit.runs.run_dir import RunDir
 from recsys_kit.seeds import derive_seed
 
 EventCallback = Callable[[dict], None]
-COPIED = ("data.json", "folds.npy", "user_ids.npy", "item_ids.npy", "holdout_input.npz", "holdout_target.npz")
 NOT_CANDIDATE = -1.0  # below every ranker probability, above the seen items' -inf
 
 
@@ -159,11 +158,11 @@ def write_scores(path: Path, table: CandidateTable, scored: np.ndarray, seen: sp
             files.discard_scores(path, out)
 
 
-def _per_user(run: RunDir | Path, name: str, target: sp.csr_matrix, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+def _per_user(run_dir: Path, name: str, target: sp.csr_matrix, chunk: int) -> tuple[np.ndarray, np.ndarray]:
     """(Recall@10, NDCG@10) per user of a score matrix's own top-10."""
     n_users = target.shape[0]
     recall, ndcg = np.full(n_users, np.nan), np.full(n_users, np.nan)
-    with store.load_scores(Path(getattr(run, "path", run)), name) as scores:
+    with store.load_scores(run_dir, name) as scores:
         for start in range(0, n_users, chunk):
             rows = slice(start, min(start + chunk, n_users))
             best = top_k(scores[rows], K)
@@ -260,14 +259,11 @@ def run_stack(run_dirs, runs_dir: Path, name: str | None = None, options: StackO
 
 def _start_run_dir(members: list[RunDir], runs_dir: Path, name: str | None, options: StackOptions,
                    with_data: bool) -> Path:
-    from recsys_kit.protocol import time_filter
-
     first = members[0].path
     run_dir = store.create_run_dir(runs_dir, name or store.default_run_name("stack"))
     files.write_json(run_dir / "config.json", {"kind": "stack", "members": [str(m.path) for m in members],
                                               **asdict(options), "data": with_data})
-    for file_name in COPIED + ((time_filter.FILE,) if (first / time_filter.FILE).exists() else ()):
-        files.copy_file(first / file_name, run_dir / file_name)
+    copy_shared_files(first, run_dir)
     return run_dir
 
 
@@ -283,7 +279,7 @@ def _stack_metrics(run_dir: Path, members: list[RunDir], target: sp.csr_matrix, 
     from recsys_kit.protocol import time_filter
 
     recall, ndcg = _per_user(run_dir, "oof_scores.npy", target, options.chunk)
-    own = [_per_user(member, "oof_scores.npy", target, options.chunk) for member in members]
+    own = [_per_user(member.path, "oof_scores.npy", target, options.chunk) for member in members]
     choice = choose_stack(recall, [r for r, _ in own], members, options)
     if choice["used"] != "stack":  # the best member's own scores, so kit submit writes its top-10
         best = members[choice["member"]]

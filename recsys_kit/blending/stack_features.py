@@ -121,8 +121,9 @@ class Level:
 
 def candidates(blocks: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
     """The union of each member's top-n unseen items per row: (row index, item) pairs, rows ascending."""
-    picks = np.concatenate([top_k(block, n) for block in blocks], axis=1)
-    finite = np.concatenate([np.isfinite(np.take_along_axis(b, top_k(b, n), axis=1)) for b in blocks], axis=1)
+    tops = [top_k(block, n) for block in blocks]
+    picks = np.concatenate(tops, axis=1)
+    finite = np.concatenate([np.isfinite(np.take_along_axis(b, top, axis=1)) for b, top in zip(blocks, tops)], axis=1)
     rows = np.repeat(np.arange(len(picks)), picks.shape[1])
     pairs = np.unique(np.stack([rows, picks.ravel()])[:, finite.ravel()], axis=1)  # sorted by row, then item
     return pairs[0], pairs[1]

@@ -107,12 +107,15 @@ def add_public_scores(rows: list[dict], root: Path) -> None:
     finished = [row for row in rows if row["status"] == "finished"]
     for row in finished:
         row["public"] = public.get(str(Path(row["path"]).resolve()))
-        row["base"] = row["lb_estimate"] if row["lb_estimate"] is not None else row["recall"]
+
+    def base(row: dict) -> float | None:  # what is calibrated: the estimate, else OOF Recall@10
+        return row["lb_estimate"] if row["lb_estimate"] is not None else row["recall"]
+
     for row in finished:
-        pairs = [Pair(str(Path(other["path"]).resolve()), other["model"], other["base"], other["public"])
-                 for other in finished if other["public"] is not None and other["base"] is not None
+        pairs = [Pair(str(Path(other["path"]).resolve()), other["model"], base(other), other["public"])
+                 for other in finished if other["public"] is not None and base(other) is not None
                  and other["data"] == row["data"]]
-        fitted = calibrate(row["base"], row["model"], pairs, run=str(Path(row["path"]).resolve()))
+        fitted = calibrate(base(row), row["model"], pairs, run=str(Path(row["path"]).resolve()))
         row["calibrated"] = None if fitted is None else fitted.value
         row["calibration"] = None if fitted is None else {"pairs": fitted.pairs, "interval90": fitted.interval90,
                                                           "family": fitted.family}
