@@ -62,19 +62,25 @@ def test_folds_partition_users_and_are_seeded():
 
 
 def test_rank_within_rows_matches_lexsort():
-    """The fast two-step sort ranks exactly as np.lexsort with the row as the last key (ties included)."""
+    """The one-sort ranking equals np.lexsort with the row as the last key: ties in time, ties the
+    float squeeze makes, unsorted rows, a constant key and a span too small to scale."""
     from recsys_kit.protocol.holdout import _rank_within_rows
 
     rng = np.random.default_rng(3)
-    rows = np.sort(rng.integers(0, 50, 2000))
-    times = rng.integers(0, 20, 2000).astype(np.float64)  # many ties inside a row
-    tiebreak = rng.random(2000)
-    for keys in ((tiebreak, times), (tiebreak,)):
-        order = np.lexsort((*keys, rows))
-        expected = np.empty(2000, dtype=np.int64)
-        starts = np.searchsorted(rows[order], rows[order], side="left")
-        expected[order] = np.arange(2000) - starts
-        assert np.array_equal(_rank_within_rows(rows, *keys), expected)
+    for case in range(60):
+        n = int(rng.integers(0, 2000))
+        rows = rng.integers(0, int(rng.integers(1, 50)), n)
+        if case % 2:
+            rows = np.sort(rows)
+        times = [rng.integers(0, 20, n).astype(np.float64), rng.random(n) * 1e9, np.zeros(n),
+                 np.round(rng.random(n), 2) * 1e12, rng.integers(0, 3, n) * 1e-320][case % 5]
+        tiebreak = rng.random(n) if case % 3 else np.round(rng.random(n), 1)
+        for keys in ((tiebreak, times), (tiebreak,), (times,)):
+            order = np.lexsort((*keys, rows))
+            expected = np.empty(n, dtype=np.int64)
+            starts = np.searchsorted(rows[order], rows[order], side="left")
+            expected[order] = np.arange(n) - starts
+            assert np.array_equal(_rank_within_rows(rows, *keys), expected), case
 
 
 def test_cached_draws_give_the_same_holdout(tmp_path, monkeypatch):

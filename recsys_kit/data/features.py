@@ -13,9 +13,6 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import TfidfTransformer
-from sklearn.preprocessing import normalize
 
 SIDE_GROUPS = ("genres", "titles", "years", "directors", "writers")  # the contest's side files
 RARE = "rare"  # label of the pooled column for values seen on fewer than min_count items
@@ -80,6 +77,8 @@ def build_item_features(item_features: Mapping[str, sp.spmatrix],
         if block.shape[1] == 0:
             missing.append(name)
             continue
+        from sklearn.preprocessing import normalize  # scikit-learn costs a second to import: only here
+
         blocks.append(sp.csr_matrix(normalize(block, norm="l2", axis=1)))
         labels += [f"{name}{label}" for label in block_labels]
         used[name] = {"width": int(block.shape[1]), "encoding": encoding,
@@ -159,6 +158,9 @@ def _encode_rare_pooled(multi_hot, values, *, min_count: int, **_):
 
 
 def _encode_titles(multi_hot, values, *, title_dim: int, seed: int, **_):
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfTransformer
+
     tfidf = TfidfTransformer().fit_transform(multi_hot)
     n_items, n_tokens = multi_hot.shape
     # SVD needs more tokens (and items) than components; with few tokens the TF-IDF is small already.
