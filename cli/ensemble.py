@@ -36,6 +36,9 @@ def ensemble(
                                                   "fits")] = 8,
     fallback: Annotated[bool, typer.Option(help="fit, slots: submit the best member alone when the blend's "
                                                 "held-out gain is not clear of zero")] = True,
+    fallback_rule: Annotated[str, typer.Option(help="fit: when the gain is not clear of zero, clear: the best "
+                                                     "member alone | shrink: the fitted weights times "
+                                                     "2 P(gain > 0) - 1, the rest on the best member")] = "clear",
 ):
     """Blend runs on out-of-fold scores; writes OOF and test score matrices and metrics.json."""
     from recsys_kit import api  # torch comes with it
@@ -60,7 +63,7 @@ def ensemble(
         try:
             result = api.blend(runs, runs_dir=runs_dir, name=name, method=method, on_event=on_event,
                                normalize=normalize, seed=seed, top_n=top_n, rank_weighted=rank_weighted, bags=bags,
-                               fallback=fallback)
+                               fallback=fallback, fallback_rule=fallback_rule)
         finally:
             progress.stop()
         metrics, run_dir = result.metrics, result.run_dir

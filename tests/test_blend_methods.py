@@ -208,3 +208,43 @@ def test_cli_cv_slots_ensemble_submit_validate(tmp_path):
     item_ids = np.load(run_dir / "item_ids.npy")
     order = np.argsort(np.load(run_dir / "user_ids.npy"), kind="stable")
     assert np.array_equal(pd.read_csv(csv)["item"].to_numpy().reshape(-1, 10), item_ids[expected[order]])
+
+
+def test_fallback_rule_shrink_keeps_a_share_of_the_blend_by_the_gains_evidence():
+    """clear: all or nothing; shrink: the fitted weights times 2 P(gain > 0) - 1, the rest on the best
+    member by OOF; both keep a blend whose gain is clear of zero, and no evidence keeps none."""
+    from types import SimpleNamespace
+
+    from recsys_kit.blending.ensemble import EnsembleOptions
+    from recsys_kit.blending.weights import bootstrap_means, choose_blend
+    from recsys_kit.seeds import derive_seed
+
+    rng = np.random.default_rng(0)
+    members = [SimpleNamespace(name="a", metrics={"recall@10": {"mean": 0.20}}),
+               SimpleNamespace(name="b", metrics={"recall@10": {"mean": 0.10}})]
+    half_b = np.arange(400) % 2 == 1
+    member_recall = rng.random((2, 400))
+    fitted = np.array([0.6, 0.4])
+    shares = []
+    for shift, expect_clear in ((0.004, False), (0.5, True), (-0.3, False)):
+        check = {"recall": member_recall[:1] + shift + rng.normal(0, 0.05, 400), "member_recall": member_recall}
+        clear = choose_blend(members, check, half_b, fitted, EnsembleOptions())
+        shrunk = choose_blend(members, check, half_b, fitted, EnsembleOptions(fallback_rule="shrink"))
+        assert clear["gain_interval90"] == shrunk["gain_interval90"]
+        if expect_clear:
+            assert clear["used"] == shrunk["used"] == "blend" and shrunk["weights"] == fitted.tolist()
+            continue
+        assert clear["used"] == "best member a" and clear["weights"] == [1.0, 0.0]
+        gain = np.where(half_b, check["recall"][0] - member_recall[0], np.nan)
+        means = bootstrap_means(gain, 1000, derive_seed(0, "gain"))
+        share = max(0.0, 2 * float(np.mean(means > 0)) - 1)
+        shares.append(share)
+        if share == 0:
+            assert shrunk["used"] == "best member a"
+        else:
+            assert shrunk["used"] == "blend shrunk toward a" and shrunk["shrink_share"] == pytest.approx(share)
+            assert np.allclose(shrunk["weights"], share * fitted + (1 - share) * np.array([1.0, 0.0]))
+    # shift -0.3: no evidence at all, so nothing of the blend is kept; a small gain keeps part of it.
+    assert shrunk["used"] == "best member a" and 0 < shares[0] < 0.9
+    with pytest.raises(Exception, match="fallback-rule"):
+        EnsembleOptions(fallback_rule="soft").check()

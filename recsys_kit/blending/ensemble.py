@@ -38,6 +38,7 @@ from recsys_kit.cv.refit import LB_FILES, depth_estimate
 from recsys_kit.protocol.ranking import top_k
 
 EventCallback = Callable[[dict], None]
+FALLBACK_RULES = ("clear", "shrink")
 DEFAULT_NORMALIZE = "zscore"  # beat rank on held-out Recall@10 on ml-1m (see the issue note)
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class EnsembleOptions:
     chunk: int = 1024  # users per block: a float32 block is chunk x items x 4 bytes
     bags: int = 8  # fit: weights averaged over fits on this many bootstrap resamples of the users
     fallback: bool = True  # fit: use the best member alone unless the held-out gain is clear of zero
+    fallback_rule: str = "clear"  # clear: all or nothing; shrink: weights pulled toward the best member
     bootstrap: int = 1000  # resamples of half B's users for the gain's paired interval
 
     def check(self) -> None:
@@ -64,6 +66,9 @@ class EnsembleOptions:
         for name in ("top_n", "candidates", "fit_users", "chunk", "bags", "bootstrap"):
             if getattr(self, name) < 1:
                 raise DataError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.fallback_rule not in FALLBACK_RULES:
+            raise DataError(f"--fallback-rule {self.fallback_rule!r}: unknown; choose one of "
+                            f"{', '.join(FALLBACK_RULES)}")
         if not self.steps or not all(0 < s <= 1 for s in self.steps):
             raise DataError(f"ensemble steps must lie in (0, 1], got {list(self.steps)}")
 
@@ -259,7 +264,7 @@ def _fit_blend(members: list[RunDir], target: sp.csr_matrix, half_b: np.ndarray,
     check = blend_file(members, "oof_scores.npy", None, [half_a], options, target=target,
                        on_chunk=lambda: _notify(on_event, "advance", stage="check"))
     choice = choose_blend(members, check, half_b, final.weights, options)
-    if choice["used"] != "blend":  # the best member alone: its own top-10, nothing reserved
+    if choice["used"] != "blend":  # the best member alone (its own top-10) or the shrunk weights; no slots
         final = Blend(np.asarray(choice["weights"]))
     return FittedBlend(final, half_a, info, choice)
 

@@ -100,33 +100,55 @@ def bagged_weights(cache: CandidateCache, n_members: int, steps, bags: int, seed
     return weights / weights.sum(), cache.recall(weights)
 
 
-def paired_interval(difference: np.ndarray, draws: int, seed: int, level: float = 0.90) -> tuple[float, float]:
-    """Bootstrap interval over users of the mean of a per-user paired difference (NaNs dropped)."""
+def bootstrap_means(difference: np.ndarray, draws: int, seed: int) -> np.ndarray:
+    """Means of `draws` bootstrap resamples over users of a per-user paired difference (NaNs dropped)."""
     values = difference[~np.isnan(difference)]
     if len(values) == 0:
-        return float("nan"), float("nan")
+        return np.full(1, np.nan)
     rng = np.random.default_rng(seed)
-    means = np.array([values[rng.integers(0, len(values), len(values))].mean() for _ in range(draws)])
+    return np.array([values[rng.integers(0, len(values), len(values))].mean() for _ in range(draws)])
+
+
+def paired_interval(difference: np.ndarray, draws: int, seed: int, level: float = 0.90) -> tuple[float, float]:
+    """Bootstrap interval over users of the mean of a per-user paired difference (NaNs dropped)."""
     tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
+    low, high = np.percentile(bootstrap_means(difference, draws, seed), [tail, 100 - tail])
     return float(low), float(high)
 
 
+def shrink_share(means: np.ndarray) -> float:
+    """How much of the fitted blend to keep when its gain is not clear of zero: 2 P(gain > 0) - 1
+    over the bootstrap means, so no evidence keeps none and the clear-of-zero edge keeps 0.9."""
+    return float(np.clip(2 * np.mean(means > 0) - 1, 0.0, 1.0)) if np.all(np.isfinite(means)) else 0.0
+
+
 def choose_blend(members: list, check: dict, half_b: np.ndarray, weights: np.ndarray, options) -> dict:
-    """The blend, or the best member alone when the blend's gain on half B is not clear of zero.
+    """The blend, or, when the blend's gain on half B is not clear of zero, the best member alone
+    (fallback rule "clear") or the blend's weights shrunk toward it by the gain's evidence ("shrink").
 
     The gain is paired per user: the half-A blend against the member that was best on half A,
     both scored on half B, with a bootstrap interval over half B's users."""
     member_a = [summarize(check["member_recall"][m][~half_b]) for m in range(len(members))]
     rival = int(np.argmax(member_a))
     gain = np.where(half_b, check["recall"][0] - check["member_recall"][rival], np.nan)
-    low, high = paired_interval(gain, options.bootstrap, derive_seed(options.seed, "gain"))
+    means = bootstrap_means(gain, options.bootstrap, derive_seed(options.seed, "gain"))
+    low, high = (float(v) for v in np.percentile(means, [5, 95]))
     out = {"gain_half_b": summarize(gain), "gain_interval90": [low, high], "rival": members[rival].name}
     if low > 0 or not options.fallback:
         reason = "the gain's 90% interval lies above zero" if low > 0 else "--no-fallback"
         return {**out, "used": "blend", "weights": [float(w) for w in weights], "reason": reason}
     best = int(np.argmax([(m.metrics.get("recall@10") or {}).get("mean", -1.0) for m in members]))
-    return {**out, "used": f"best member {members[best].name}", "weights": np.eye(len(members))[best].tolist(),
+    alone = np.eye(len(members))[best]
+    # Shrinking mixes weights only: a slots blend's reserved slots have no half-way.
+    shrink = options.fallback_rule == "shrink" and options.method == "fit"
+    share = shrink_share(means) if shrink else 0.0
+    if share > 0:
+        return {**out, "used": f"blend shrunk toward {members[best].name}", "shrink_share": share,
+                "weights": (share * np.asarray(weights) + (1 - share) * alone).tolist(),
+                "fitted_weights": [float(w) for w in weights],
+                "reason": f"the gain's 90% interval reaches 0 (P(gain > 0) = {(1 + share) / 2:.2f}): "
+                          f"{share:.0%} the fitted weights, the rest on the best member by OOF"}
+    return {**out, "used": f"best member {members[best].name}", "weights": alone.tolist(),
             "fitted_weights": [float(w) for w in weights],
             "reason": "the blend's gain over the best member on half B is not clear of zero "
                       "(90% interval reaches 0): submitting the best member by OOF alone"}
