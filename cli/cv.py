@@ -67,6 +67,8 @@ def cv(
                 if event["users_without_target"]:
                     console.print(f"{event['users_without_target']:,} users have too few items for a "
                                   f"target and are left out of the metrics")
+                if event["inputs"]["note"]:
+                    console.print(f"[yellow]note[/]: {event['inputs']['note']}")
 
         try:
             result = api.cross_validate(data, config, folds, overrides=set_ or [], runs_dir=runs_dir, name=name,

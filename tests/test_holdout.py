@@ -3,6 +3,7 @@ import scipy.sparse as sp
 
 from recsys_kit.config import HoldoutConfig
 from recsys_kit.protocol.holdout import assign_folds, contest_holdout
+from recsys_kit.data.dataset import from_interactions
 
 
 def random_log(n_users=60, n_items=40, seed=0):
@@ -108,3 +109,22 @@ def test_cached_draws_give_the_same_holdout(tmp_path, monkeypatch):
     contest_holdout(matrix, times, HoldoutConfig(), seed=4)
     contest_holdout(matrix, times, HoldoutConfig(n_random=2), seed=3)
     assert len(list(tmp_path.glob("holdout-*.npz"))) == 3
+
+
+def test_input_shortfall_notes_a_holdout_that_leaves_short_histories_far_shorter():
+    from recsys_kit.protocol.holdout import input_shortfall
+
+    rng = np.random.default_rng(0)
+    for length, expect_note in ((8, True), (60, False)):
+        users, items = np.repeat(np.arange(200), length), np.concatenate([rng.choice(500, length, replace=False)
+                                                                           for _ in range(200)])
+        dataset = from_interactions(users, items, np.arange(len(users)))
+        config = HoldoutConfig()  # last 1 + 9 random, keep 2
+        holdout = contest_holdout(dataset.matrix, dataset.times, config, seed=0)
+        found = input_shortfall(np.diff(dataset.matrix.indptr), holdout, config)
+        assert found["median_public_rows"] == length
+        assert found["median_input_rows"] == max(2, length - 10)
+        assert (found["note"] is not None) == expect_note
+        shallow = HoldoutConfig(n_random=2)  # as many as a Yelp-like contest hides: no note
+        holdout = contest_holdout(dataset.matrix, dataset.times, shallow, seed=0)
+        assert input_shortfall(np.diff(dataset.matrix.indptr), holdout, shallow)["note"] is None

@@ -21,7 +21,7 @@ from recsys_kit.protocol import time_filter
 from recsys_kit.config import RunConfig
 from recsys_kit.runs.curves import Curves
 from recsys_kit.data.dataset import Dataset
-from recsys_kit.protocol.holdout import Holdout, assign_folds, contest_holdout, folds_fingerprint
+from recsys_kit.protocol.holdout import Holdout, assign_folds, contest_holdout, folds_fingerprint, input_shortfall
 from recsys_kit.seeds import derive_seed
 from recsys_kit.protocol.metrics import K, build_metrics, ndcg_per_user, recall_per_user, summarize
 from recsys_kit.models import build_model
@@ -199,7 +199,8 @@ def start_folds(context: CvContext) -> FoldState:
     curves = Curves.resume(context.run_dir, context.config.model_name, resumed_folds)  # per-epoch records
     context.notify("start", run_dir=str(context.run_dir), folds=context.folds, users=dataset.n_users,
                    items=dataset.n_items, users_without_target=int((~holdout.has_target).sum()),
-                   resumed_folds=resumed_folds)
+                   resumed_folds=resumed_folds, inputs=input_shortfall(
+                       np.diff(dataset.matrix.indptr), holdout, context.config.holdout))
     return FoldState(
         oof_scores, fold_mean, fold_mean_file, resumed_folds, curves,
         recall=np.full(dataset.n_users, np.nan), ndcg=np.full(dataset.n_users, np.nan),
@@ -280,6 +281,7 @@ def finish_metrics(context: CvContext, state: FoldState) -> dict:
     activity = np.diff(holdout.input.indptr)
     metrics = build_metrics(state.recall, state.ndcg, activity, context.fold_of_user, holdout.has_target)
     metrics["by_target"] = by_target_kind(state.recall_by_kind)
+    metrics["inputs"] = input_shortfall(np.diff(context.dataset.matrix.indptr), holdout, context.config.holdout)
     if context.refit.mode != "none":
         metrics["time_filter"] = time_report
     return metrics

@@ -140,3 +140,22 @@ def assign_folds(n_users: int, k: int, seed: int) -> np.ndarray:
 def folds_fingerprint(fold_of_user: np.ndarray) -> str:
     """Short hash of a fold assignment: runs to be blended or compared must share it."""
     return hashlib.sha256(np.ascontiguousarray(fold_of_user, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def input_shortfall(public_lengths: np.ndarray, holdout: Holdout, config: HoldoutConfig) -> dict:
+    """How many of their public rows the holdout leaves the users it scores, and a one-line note
+    when that is far fewer (median input under half the median public row): the submission's
+    model reads every public row, and a member that gains from longer inputs (EASE gains most)
+    is then underrated out of fold against members that read order."""
+    scored = holdout.has_target
+    input_lengths = np.diff(holdout.input.indptr)[scored]
+    public = float(np.median(public_lengths[scored])) if scored.any() else 0.0
+    kept = float(np.median(input_lengths)) if scored.any() else 0.0
+    out = {"median_public_rows": public, "median_input_rows": kept, "note": None}
+    if scored.any() and kept < 0.5 * public:
+        hidden = config.n_last + config.n_random
+        out["note"] = (f"the holdout leaves the median scored user {kept:g} of their {public:g} public rows "
+                       f"(it hides up to {hidden}); the submission reads all of them, so OOF underrates "
+                       f"members that gain from longer inputs: if the contest hid fewer items a user, set "
+                       f"--set holdout.n_random to match it")
+    return out
