@@ -11,7 +11,7 @@ from recsys_kit.cv.refit import RefitOptions
 from recsys_kit.cv.run import run_cv
 from recsys_kit.models import precision
 from recsys_kit.models.multidae import MultiDAE, MultiDAEConfig
-from recsys_kit.models.train import RowBatches, fit_net
+from recsys_kit.models.train import RowBatches
 from tests.conftest import two_cluster_rows
 from tests.test_refit import tiny_dataset
 
