@@ -43,7 +43,8 @@ def finished(run_dir: Path) -> bool:
     return (run_dir / "metrics.json").exists()
 
 
-def run_model(model: str, public_dir: Path, runs_dir: Path, folds: int, overrides: list[str], seeds: int) -> Path:
+def run_model(model: str, public_dir: Path, runs_dir: Path, folds: int, overrides: list[str], seeds: int,
+              estimate_seeds: int = 0) -> Path:
     run_dir = runs_dir / model
     if finished(run_dir):
         return run_dir
@@ -51,7 +52,7 @@ def run_model(model: str, public_dir: Path, runs_dir: Path, folds: int, override
         shutil.rmtree(run_dir)  # an unfinished run of this bench: start it again
     config = load_config(ROOT / "configs" / f"{model}.toml", overrides)
     run_cv(load_dataset(public_dir), config, folds, runs_dir, name=model, device="cpu",
-           refit=RefitOptions(mode="both", seeds=seeds))
+           refit=RefitOptions(mode="both", seeds=seeds, estimate_seeds=estimate_seeds))
     return run_dir
 
 
@@ -106,6 +107,8 @@ def main() -> None:
     parser.add_argument("--min-keep", type=int, default=2)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--refit-seeds", type=int, default=0, help="kit cv --refit-seeds for every model (0 = auto)")
+    parser.add_argument("--estimate-seeds", type=int, default=0,
+                        help="fits per estimate level for every model (0 = as many as the refit bags)")
     parser.add_argument("--seed", type=int, default=12345, help="seed of the nested contest's answers")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override for every model")
     parser.add_argument("--out", type=Path)
@@ -126,7 +129,8 @@ def main() -> None:
     rows = []
     for model in args.models:
         started = time.time()
-        run_dir = run_model(model, public_dir, runs_dir, args.folds, args.overrides, args.refit_seeds)
+        run_dir = run_model(model, public_dir, runs_dir, args.folds, args.overrides, args.refit_seeds,
+                            args.estimate_seeds)
         metrics = store.read_json(run_dir / "metrics.json")
         if args.reestimate:
             member = RunDir(run_dir, store.read_json(run_dir / "data.json"), metrics)

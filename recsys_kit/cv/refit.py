@@ -50,13 +50,14 @@ class RefitOptions:
     # 0 = auto: AUTO_SEEDS for models whose fit is random, 1 for deterministic ones (EASE, popularity).
     seeds: int = 0
     lb_estimate: bool = True  # the two extra fits of the depth extrapolation
+    estimate_seeds: int = 0  # fits per estimate level; 0 = as many as the refit bags
     estimate_users: int = 10_000  # users whose level-2/3 score rows are kept so blends get an estimate too
     bootstrap: int = 200  # resamples of the users for the estimate's interval
 
     def __post_init__(self):
         if self.mode not in REFIT_MODES:
             raise DataError(f"--refit {self.mode!r}: choose one of {', '.join(REFIT_MODES)}")
-        if self.seeds < 0:
+        if self.seeds < 0 or self.estimate_seeds < 0:
             raise DataError(f"--refit-seeds must be >= 1 (or 0 for auto), got {self.seeds}")
         if self.estimate_users < 1 or self.bootstrap < 1:
             raise DataError("estimate_users and bootstrap must be >= 1")
@@ -223,12 +224,12 @@ def run_lb_estimate(side: ItemSide, holdout: Holdout, config, epochs: int, devic
     files.save_npy(run_dir / "lb_users.npy", sample)
     files.save_sparse(run_dir / "lb_level2_target.npz", holdout.target[sample])
     files.save_sparse(run_dir / "lb_level3_target.npz", level3.target[sample])
-    per_level = {}
+    per_level, fits = {}, options.estimate_seeds or options.seeds
     for level, (inputs, target) in (("level2", (holdout_inputs(holdout), holdout.target)),
                                     ("level3", (holdout_inputs(level3), level3.target))):
-        # As many fits as the refit bags, so the estimate is of the model that is submitted.
+        # By default as many fits as the refit bags, so the estimate is of the model that is submitted.
         seeds = [derive_seed(base_seed, "lb", level, index) if index else derive_seed(base_seed, "lb", level)
-                 for index in range(options.seeds)]
+                 for index in range(fits)]
         models = fit_bag(fixed, inputs, side, seeds, device, f"estimate {level}", notify)
         path = run_dir / f"lb_{level}_scores.npy"
         kept = files.open_scores(path, (len(sample), inputs.shape[1])) if len(sample) else None
@@ -237,6 +238,6 @@ def run_lb_estimate(side: ItemSide, holdout: Holdout, config, epochs: int, devic
             files.finish_scores(path, kept)
         del models, kept
     entry = depth_estimate(per_level["level2"], per_level["level3"], options.bootstrap, config.seed)
-    entry.update({"method": "depth extrapolation R2 * R2/R3", "epochs": epochs,
+    entry.update({"method": "depth extrapolation R2 * R2/R3", "epochs": epochs, "fits_per_level": fits,
                   "seconds": round(time.time() - started, 2)})
     return entry
