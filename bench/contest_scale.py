@@ -18,8 +18,8 @@ under the temp folder (--quick: a 3,000-user set, for a smoke run). Sections, in
   scoring  one masked top-10 pass over every user (a torch member and EASE)  vs  its product alone
   start    launch -> fold 0's first epoch (--start-model), the child stopped there: once with an
            empty data cache, once with the cache that launch left   vs  that first epoch's own seconds
-  cv       a whole 5-fold cv per --cv-models, in its own process through the library's run_cv (the
-           `kit` entry point imports tune, hence optuna): seconds from launch to the first fold's
+  cv       a whole 5-fold cv per --cv-models, in its own process through recsys_kit.api.cross_validate
+           (what `kit cv` calls): seconds from launch to the first fold's
            first epoch (on_event 'start', 'fold_start', 'epoch'), wall, peak RSS  vs  that first
            epoch's own seconds and the size of one dense users x items float32 score matrix
 Prints each figure as it comes and rewrites the JSON after every section, so a run cut short
@@ -452,33 +452,25 @@ CV_CHILD = textwrap.dedent("""
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps({"event": kind, "t": time.time(), "peak_rss_mb": round(peak), **payload}), flush=True)
     emit("python_started")
-    from recsys_kit.config import load_config
-    from recsys_kit.cv.run import run_cv
-    from recsys_kit.data.load import load_dataset
-    from recsys_kit.protocol.holdout import assign_folds
-    from recsys_kit.cv.refit import RefitOptions
+    from recsys_kit import api  # what `kit cv` calls
     emit("imported")
-    config = load_config(Path(args["config"]) if args["config"] else None, args["set"])
-    data = Path(args["data"])
-    dataset = load_dataset(data)
-    emit("data_loaded")
-    try:  # `kit cv`'s checks before the run (recsys_kit.preflight, where present)
-        from recsys_kit.protocol.preflight import check_evaluable
-        check_evaluable(dataset, config, assign_folds(dataset.n_users, args["folds"], config.seed), str(data))
-    except ImportError:
-        pass
-    emit("checked")
     def on_event(event):
         keep = {k: v for k, v in event.items() if k in ("fold", "epoch", "stage", "seconds", "loss", "users", "items")}
         if event["kind"] == "fold_end":
             keep["recall@10"] = event["recall@10"]
-        if event["kind"] != "end":
+        if event["kind"] == "loaded":  # parsed, and checked for the folds (protocol.preflight)
+            emit("data_loaded")
+            emit("checked")
+        elif event["kind"] not in ("end", "loading"):
             emit(event["kind"], **keep)
         if args.get("stop_after_first_epoch") and event["kind"] == "epoch":
             import os
             os._exit(0)  # the start section times the way in, not the run
-    run_dir = run_cv(dataset, config, args["folds"], Path(args["runs_dir"]), device=args["device"],
-                     on_event=on_event, refit=RefitOptions(**args["refit"]))
+    refit = args["refit"]
+    result = api.cross_validate(args["data"], args["config"], args["folds"], overrides=args["set"],
+                                runs_dir=args["runs_dir"], device=args["device"], on_event=on_event,
+                                refit=refit["mode"], refit_seeds=refit["seeds"], lb_estimate=refit["lb_estimate"])
+    run_dir = result.run_dir
     metrics = json.loads((run_dir / "metrics.json").read_text())
     gpu = None
     if args["device"] == "cuda":

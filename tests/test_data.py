@@ -155,3 +155,23 @@ def test_parsed_data_is_cached_and_never_stale(tmp_path, monkeypatch):
     load_dataset(data)
     assert len(list((tmp_path / "cache").glob("dataset-*.npz"))) == 2  # the first two contents only
     assert entries[0].read_bytes()[:2] == b"PK"  # the damaged entry was written anew
+
+
+def test_ids_and_repeated_pairs_resolve_exactly_as_unique_and_lexsort():
+    """The counting paths of from_interactions equal np.unique and the lexsort rule (latest time,
+    then the later line) on dense, sparse and offset ids, with and without repeated pairs."""
+    from recsys_kit.data.dataset import _latest_of_each_pair, _unique_ids
+
+    rng = np.random.default_rng(0)
+    for case in range(90):
+        n = int(rng.integers(0, 400))
+        ids = [rng.integers(-5, 30, n), rng.integers(0, 10**12, n), rng.integers(10**6, 10**6 + 50, n)][case % 3]
+        got, expected = _unique_ids(ids), np.unique(ids, return_inverse=True)
+        assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(got, expected))
+        shape = (int(rng.integers(1, 40)), int(rng.integers(1, [3, 40, 2000][case % 3])))
+        rows, cols = rng.integers(0, shape[0], n), rng.integers(0, shape[1], n)
+        times = rng.integers(0, [1, 3, 100][case % 3], n).astype(float)
+        key = rows * shape[1] + cols
+        order = np.lexsort((times, key))
+        last = order[np.r_[key[order][1:] != key[order][:-1], True]] if n else order
+        assert np.array_equal(_latest_of_each_pair(rows, cols, times, shape), last), case
