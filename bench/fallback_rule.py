@@ -35,9 +35,9 @@ RULES = {"clear": EnsembleOptions(), "shrink": EnsembleOptions(fallback_rule="sh
 
 
 def members_of(runs_dir: Path, wanted: list[str] | None) -> list[Path]:
+    """The finished cv runs in runs_dir (a blend's or a stack's config.json names its kind; a cv run's does not)."""
     runs = sorted(p for p in runs_dir.iterdir() if p.is_dir() and finished(p)
-                  and store.read_json(p / "metrics.json").get("kind", "cv") == "cv"
-                  and (p / "oof_scores.npy").exists() and not p.name.startswith(("rule-", "ensemble", "stack")))
+                  and "kind" not in store.read_json(p / "config.json"))
     return [p for p in runs if wanted is None or p.name in wanted]
 
 

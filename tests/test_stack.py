@@ -9,6 +9,7 @@ from cli.main import app
 from recsys_kit.api import stack
 from recsys_kit.blending import stack as stack_module
 from recsys_kit.data.dataset import from_interactions
+from recsys_kit.errors import DataError
 
 DAY = 86_400.0
 
@@ -121,3 +122,17 @@ def test_bad_input_is_one_line(trending, tmp_path, case):
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert expected in lines[0] and not (tmp_path / "out").exists()
+
+
+def test_feature_groups_cover_every_column_once_and_an_unknown_group_is_refused():
+    from recsys_kit.blending.stack import StackOptions
+    from recsys_kit.blending.stack_features import (GROUPS, ITEM_FEATURES, USER_FEATURES, dropped_columns,
+                                                    member_feature_names)
+
+    names = ["ease", "transition"]
+    width = len(member_feature_names(names)) + len(USER_FEATURES) + len(ITEM_FEATURES)
+    covered = np.concatenate([dropped_columns(names, (group,)) for group in GROUPS])
+    assert sorted(covered.tolist()) == list(range(width))  # each column in exactly one group
+    assert dropped_columns(names, ("members",)).tolist() == [0, 1, 2, 3]
+    with pytest.raises(DataError, match="unknown feature group"):
+        StackOptions(drop=("genres",)).check()

@@ -22,8 +22,8 @@ import scipy.sparse as sp
 
 from recsys_kit import files
 from recsys_kit.blending.members import check_compatible, copy_shared_files, member_rows
-from recsys_kit.blending.stack_features import (ITEM_FEATURES, USER_FEATURES, Level, candidates,
-                                                member_feature_names, member_features, side_of)
+from recsys_kit.blending.stack_features import (GROUPS, ITEM_FEATURES, USER_FEATURES, Level, candidates,
+                                                dropped_columns, member_feature_names, member_features, side_of)
 from recsys_kit.blending.weights import paired_interval
 from recsys_kit.errors import DataError
 from recsys_kit.protocol.metrics import K, build_metrics, ndcg_per_user, recall_per_user, summarize
@@ -46,8 +46,12 @@ class StackOptions:
     learning_rate: float = 0.1
     fallback: bool = True  # keep the best member unless the stack's gain is clear of zero
     bootstrap: int = 1000  # resamples of the users for the gain's paired interval
+    drop: tuple[str, ...] = ()  # feature groups (stack_features.GROUPS) left out: an ablation
 
     def check(self) -> None:
+        unknown = sorted(set(self.drop) - set(GROUPS))
+        if unknown:
+            raise DataError(f"stack option drop: unknown feature group(s) {unknown}; choose from {sorted(GROUPS)}")
         if self.candidates < K:
             raise DataError(f"--candidates {self.candidates}: at least {K}, so a member's own top-{K} is "
                             f"always among the candidates")
@@ -82,6 +86,7 @@ def build_table(members: list[RunDir], scores_name: str, level: Level, target: s
         local, items = candidates(blocks, options.candidates)
         users = local + start
         features = np.hstack([member_features(blocks, local, items), level.user_item_features(users, items)])
+        features[:, dropped_columns([m.name for m in members], options.drop)] = np.nan  # missing to the ranker
         labels = None if target is None else np.asarray(target[users, items]).ravel() > 0
         parts.append(CandidateTable(users, items, features, labels))
         if on_chunk is not None:

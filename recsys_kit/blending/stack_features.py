@@ -25,6 +25,25 @@ ITEM_FEATURES = ("popularity", "popularity_last_week", "popularity_last_month", 
                  "release_year_gap", "genre_share")
 
 
+# Feature groups, for an ablation (StackOptions.drop): each name -> the features it covers.
+GROUPS = {"members": None,  # every member's score and rank
+          "user": USER_FEATURES,
+          "popularity": ("popularity", "popularity_last_week", "popularity_last_month"),
+          "item_age": ("item_age_days",),
+          "side": ("release_year_gap", "genre_share")}
+
+
+def dropped_columns(names: list[str], drop: tuple[str, ...]) -> np.ndarray:
+    """Column indices (member features first, then USER_FEATURES + ITEM_FEATURES) of the groups in `drop`."""
+    columns = member_feature_names(names) + list(USER_FEATURES) + list(ITEM_FEATURES)
+    out = []
+    for group in drop:
+        covered = GROUPS[group]
+        out += [i for i, c in enumerate(columns) if (c.split(":")[0] in ("score", "rank") if covered is None
+                                                    else c in covered)]
+    return np.array(sorted(set(out)), dtype=np.int64)
+
+
 def member_feature_names(names: list[str]) -> list[str]:
     return [f"{kind}:{name}" for name in names for kind in ("score", "rank")]
 
