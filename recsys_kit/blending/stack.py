@@ -47,6 +47,7 @@ class StackOptions:
     fallback: bool = True  # keep the best member unless the stack's gain is clear of zero
     bootstrap: int = 1000  # resamples of the users for the gain's paired interval
     drop: tuple[str, ...] = ()  # feature groups (stack_features.GROUPS) left out: an ablation
+    relative: bool = False  # count features over their level's own scale (stack_features.Level)
 
     def check(self) -> None:
         unknown = sorted(set(self.drop) - set(GROUPS))
@@ -85,7 +86,7 @@ def build_table(members: list[RunDir], scores_name: str, level: Level, target: s
         blocks = [member_rows(m.path, scores_name, rows) for m in members]
         local, items = candidates(blocks, options.candidates)
         users = local + start
-        features = np.hstack([member_features(blocks, local, items), level.user_item_features(users, items)])
+        features = np.hstack([member_features(blocks, local, items), level.user_item_features(users, items, options.relative)])
         features[:, dropped_columns([m.name for m in members], options.drop)] = np.nan  # missing to the ranker
         labels = None if target is None else np.asarray(target[users, items]).ravel() > 0
         parts.append(CandidateTable(users, items, features, labels))

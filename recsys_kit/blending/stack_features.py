@@ -88,6 +88,9 @@ class Level:
         lengths = np.diff(self.rows.indptr)
         self.length = lengths.astype(np.float64)
         self.popularity = np.asarray((self.rows > 0).sum(axis=0)).ravel().astype(np.float64)
+        self._mean_length = max(float(lengths[lengths > 0].mean()), 1.0) if (lengths > 0).any() else 1.0
+        active = self.popularity[self.popularity > 0]
+        self._mean_popularity = max(float(active.mean()), 1.0) if len(active) else 1.0
         self.user_profile = None if side is None or side.genres is None else (self.rows > 0).astype(np.float32) @ side.genres
         if self.times is None:
             self.last = self.first = None
@@ -114,18 +117,24 @@ class Level:
         return (np.searchsorted(self._keys, upper, side="right")
                 - np.searchsorted(self._keys, lower, side="right")).astype(np.float64)
 
-    def user_item_features(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """pairs x (USER_FEATURES + ITEM_FEATURES), float32, NaN where the level has no such data."""
+    def user_item_features(self, users: np.ndarray, items: np.ndarray, relative: bool = False) -> np.ndarray:
+        """pairs x (USER_FEATURES + ITEM_FEATURES), float32, NaN where the level has no such data.
+
+        relative: counts over the level's own scale (a user's length over the mean length, an item's
+        interactions over the mean item's, recent items as a share of the user's), so the OOF level
+        (holdout inputs, shorter) and the test level (every public row) read alike."""
         out = np.full((len(users), len(USER_FEATURES) + len(ITEM_FEATURES)), np.nan, dtype=np.float32)
-        out[:, 0] = self.length[users]
-        out[:, 4] = np.log1p(self.popularity[items])
+        length, per_item = (self._mean_length, self._mean_popularity) if relative else (1.0, 1.0)
+        out[:, 0] = self.length[users] / length
+        out[:, 4] = np.log1p(self.popularity[items] / per_item)
         if self.times is not None:
             last = self.last[users]
             out[:, 1] = (last - self.first[users]) / DAY
-            out[:, 2] = self.recent_day[users]
-            out[:, 3] = self.recent_week[users]
-            out[:, 5] = np.log1p(self.window_popularity(items, last, 7 * DAY))
-            out[:, 6] = np.log1p(self.window_popularity(items, last, 30 * DAY))
+            share = np.maximum(self.length[users], 1) if relative else 1.0
+            out[:, 2] = self.recent_day[users] / share
+            out[:, 3] = self.recent_week[users] / share
+            out[:, 5] = np.log1p(self.window_popularity(items, last, 7 * DAY) / per_item)
+            out[:, 6] = np.log1p(self.window_popularity(items, last, 30 * DAY) / per_item)
             out[:, 7] = (last - self.first_seen[items]) / DAY
             if self.side is not None and self.side.year is not None:
                 last_year = 1970 + last / (365.2425 * DAY)
