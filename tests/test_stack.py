@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 import recsys_kit as rk
 from cli.main import app
-from recsys_kit.api import stack
+from recsys_kit.api import report, stack
 from recsys_kit.blending import stack as stack_module
 from recsys_kit.data.dataset import from_interactions
 from recsys_kit.errors import DataError
@@ -65,6 +65,15 @@ def test_stack_finds_what_the_blend_cannot(trending):
     assert result.metrics["choice"]["used"] == "stack", result.metrics["choice"]
     assert result.recall > 2 * max(best_member, blend.recall), (result.recall, best_member, blend.recall)
     assert "item_age_days" in result.metrics["features"] and "score:ease" in result.metrics["features"]
+    # What decides the answer is when the item appeared against the user's last time (its age, or its
+    # interactions in the week before, which only the user's own new item has): the ranker leans on that.
+    importance = result.metrics["feature_importance"]
+    top = max(importance, key=importance.get)
+    assert set(importance) == set(result.metrics["features"])
+    assert top in ("item_age_days", "popularity_last_week", "popularity_last_month"), importance
+    assert importance[top] > 0.05 and importance[top] > 5 * max(importance["score:ease"], importance["score:pop"])
+    page = report([result.run_dir], out=root / "stack.html").read_text()
+    assert "<h2>Stack stack</h2>" in page and "item_age_days" in page
     # One hidden item per user: the stack can find no more than the candidates hold, and finds most of it.
     assert result.recall <= result.metrics["candidate_recall"] + 1e-9 and result.recall > 0.6 * result.metrics[
         "candidate_recall"]

@@ -128,19 +128,47 @@ class _Constant:
 
 
 def cross_fit(table: CandidateTable, fold_of_user: np.ndarray, has_target: np.ndarray, options: StackOptions,
-              on_fold: Callable[[int], None] | None = None) -> np.ndarray:
-    """Each candidate's probability from the ranker fitted on the other folds' users only."""
+              on_fold: Callable[[int], None] | None = None, columns: list[str] | None = None
+              ) -> tuple[np.ndarray, dict[str, float]]:
+    """Each candidate's probability from the ranker fitted on the other folds' users only, and the
+    features' permutation importance for fold 0's ranker on fold 0's rows (users it never saw)."""
     fold = fold_of_user[table.users]
     scored = np.full(len(table.users), np.nan, dtype=np.float32)
+    importance: dict[str, float] = {}
     for f in range(int(fold_of_user.max()) + 1):
         ranker = fit_ranker(table, (fold != f) & has_target[table.users], options,
                             derive_seed(options.seed, "stack-fold", f))
         mine = fold == f
         if mine.any():
             scored[mine] = ranker.predict_proba(table.features[mine])[:, 1]
+            if f == 0 and columns is not None:
+                rows = np.flatnonzero(mine & has_target[table.users])
+                importance = permutation_importance(ranker, table.features[rows], table.labels[rows], columns,
+                                                    derive_seed(options.seed, "stack-importance"))
         if on_fold is not None:
             on_fold(f)
-    return scored
+    return scored, importance
+
+
+def permutation_importance(ranker, features: np.ndarray, labels: np.ndarray, columns: list[str], seed: int,
+                           rows: int = 50_000) -> dict[str, float]:
+    """ROC AUC lost when one feature is shuffled among held-out candidates (a sample of `rows`): what
+    the ranker leans on. Empty when the rows hold one class only (no AUC)."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    if len(labels) > rows:
+        pick = np.sort(rng.choice(len(labels), rows, replace=False))
+        features, labels = features[pick], labels[pick]
+    if labels.all() or not labels.any():
+        return {}
+    base = roc_auc_score(labels, ranker.predict_proba(features)[:, 1])
+    out = {}
+    for j, name in enumerate(columns):
+        shuffled = features.copy()
+        shuffled[:, j] = rng.permutation(shuffled[:, j])
+        out[name] = round(float(base - roc_auc_score(labels, ranker.predict_proba(shuffled)[:, 1])), 5)
+    return out
 
 
 def write_scores(path: Path, table: CandidateTable, scored: np.ndarray, seen: sp.csr_matrix,
@@ -239,8 +267,10 @@ def run_stack(run_dirs, runs_dir: Path, name: str | None = None, options: StackO
                         on_chunk=lambda: _notify(on_event, "advance", stage="oof"))
     folds = int(fold_of_user.max()) + 1
     _notify(on_event, "stage", stage="rankers", total=folds + 1)
-    oof_scored = cross_fit(table, fold_of_user, has_target, options,
-                           on_fold=lambda f: _notify(on_event, "advance", stage="rankers"))
+    columns = member_feature_names([m.name for m in members]) + list(USER_FEATURES) + list(ITEM_FEATURES)
+    oof_scored, importance = cross_fit(table, fold_of_user, has_target, options,
+                                       on_fold=lambda f: _notify(on_event, "advance", stage="rankers"),
+                                       columns=columns)
     final = fit_ranker(table, has_target[table.users], options, derive_seed(options.seed, "stack-all"))
     _notify(on_event, "advance", stage="rankers")
 
@@ -256,8 +286,8 @@ def run_stack(run_dirs, runs_dir: Path, name: str | None = None, options: StackO
     del test_table
 
     metrics = _stack_metrics(run_dir, members, target, oof_level, fold_of_user, has_target, options)
-    metrics.update({**reach, "features": member_feature_names([m.name for m in members]) + list(USER_FEATURES)
-                    + list(ITEM_FEATURES), "wall_seconds": round(time.time() - started, 2)})
+    metrics.update({**reach, "features": columns, "feature_importance": importance,
+                    "wall_seconds": round(time.time() - started, 2)})
     files.write_json(run_dir / "metrics.json", metrics)  # last: its presence marks a finished run
     _notify(on_event, "end", run_dir=str(run_dir), metrics=metrics)
     return run_dir

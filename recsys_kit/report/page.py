@@ -270,6 +270,21 @@ def _ensemble_section(item: Item) -> str:
     return "".join(f"<p>{html.escape(line)}</p>" for line in lines) + picture + table
 
 
+def _stack_section(item: Item) -> str:
+    """The stack's choice, its candidates' reach and what its ranker leans on (permutation importance)."""
+    m = item.metrics
+    choice = m.get("choice") or {}
+    lines = [f"Submitted: {choice.get('used')} ({choice.get('reason', '')})." if choice else "",
+             f"The candidates hold {_num(m.get('candidate_recall'), 3)} of the hidden items "
+             f"({_num(m.get('candidates_per_user'), 1)} per user)."]
+    importance = m.get("feature_importance") or {}
+    ranked = sorted(importance.items(), key=lambda kv: -kv[1])
+    table = _table(["feature", "ROC AUC lost when shuffled (fold 0's ranker, fold 0's rows)"],
+                   [[name, f"{value:+.4f}"] for name, value in ranked]) if ranked else _note(
+        "no feature importance in this run (made before the kit recorded it, or one class only)")
+    return "".join(f"<p>{html.escape(line)}</p>" for line in lines if line) + table
+
+
 def _study_section(item: Item) -> str:
     study = read_study(item.path)
     trials = ", ".join(f"{n} {state.lower()}" for state, n in study.counts.items()) or "none"
@@ -325,13 +340,15 @@ def build_report(paths) -> str:
                                         f"({(g.get(name) or {}).get('users', 0):,} users, "
                                         f"{'-'.join(map(str, (g.get(name) or {}).get('activity_range', [])))} items)"
                                         for g in groups] for name in groups[0]]))
-    cv_items = [item for item in items if item.kind == "cv"]
+    cv_items = [item for item in items if item.kind == "cv" and item.metrics.get("model") != "stack"]
     if cv_items:
         body.append('<h2 id="curves">Training curves</h2>'
                     + "".join(f"<h3>{html.escape(item.label)}</h3>" + _curves_section(item) for item in cv_items))
     for item in items:
         if item.kind == "ensemble":
             body.append(f"<h2>Blend {html.escape(item.label)}</h2>" + _ensemble_section(item))
+        elif item.kind == "cv" and item.metrics.get("model") == "stack":
+            body.append(f"<h2>Stack {html.escape(item.label)}</h2>" + _stack_section(item))
         elif item.kind == "study":
             body.append(f"<h2>Study {html.escape(item.label)}</h2>" + _study_section(item))
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>recsys-kit report</title>'
