@@ -236,9 +236,10 @@ def section_epochs(ctx) -> dict:
     for name in [m for m in torch_members() if ctx["members"] is None or m in ctx["members"]]:
         out[name] = {}
         for precision in ctx["precisions"]:
-            label = precision_name(precision, device)
+            # auto is what the kit picks by probing this net on this machine: measured as itself
+            label = "auto" if precision == "auto" else precision_name(precision, device)
             if label in out[name]:
-                continue  # auto resolved to one already measured
+                continue
             if device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             try:
@@ -249,6 +250,7 @@ def section_epochs(ctx) -> dict:
                 ctx["save"]()
                 continue
             net = getattr(model, "net", None)
+            picked = getattr(net, "fitted_precision", None) if label == "auto" else label
             width = output_width(net, n_items) if isinstance(net, torch.nn.Module) else None
             n_fit = split.train.n_users
             batch = model.summary.get("batch_size") or effective_batch_size(n_fit, config.train)
@@ -256,18 +258,19 @@ def section_epochs(ctx) -> dict:
             columns = output_columns(model, n_items)
             floor = None
             if width is not None:
-                with autocast_for(label, device):  # same FLOPs in steps of at most 8192 rows (memory)
+                with autocast_for(picked or "fp32", device):  # same FLOPs in steps of at most 8192 rows (memory)
                     floor = gemm_seconds(rows, min(per_step, 8192), width, columns, device)
             steady = float(np.median(seconds[1:])) if len(seconds) > 1 else float(seconds[0])
             out[name][label] = {
-                "seconds_per_epoch": [round(s, 2) for s in seconds], "steady_epoch_seconds": round(steady, 2),
+                "picked": picked, "seconds_per_epoch": [round(s, 2) for s in seconds],
+                "steady_epoch_seconds": round(steady, 2),
                 "fit_users": n_fit, "batch_size": batch, "output_width": width,
                 "output_rows_per_epoch": rows, "output_row": row_kind, "output_columns": columns, "peak_rss_mb_so_far": peak_rss_mb(),
                 "gpu_peak_mb": gpu_peak_mb(device),
                 "parameters": model.summary.get("parameters"),
                 "reference_gemm_seconds_per_epoch": None if floor is None else round(floor, 3),
                 "ratio_epoch_to_gemm": ratio(steady, floor)}
-            say(f"epochs {name:<14} {label}: {steady:.2f} s/epoch (all {', '.join(f'{s:.2f}' for s in seconds)}) vs "
+            say(f"epochs {name:<14} {label if label != 'auto' else f'auto ({picked})'}: {steady:.2f} s/epoch (all {', '.join(f'{s:.2f}' for s in seconds)}) vs "
                 f"output-layer GEMM floor {'n/a' if floor is None else f'{floor:.3f} s'}: "
                 f"{out[name][label]['ratio_epoch_to_gemm']}x  ({n_fit:,} users, batch {batch}, {rows:,} output "
                 f"rows; peak RSS so far {peak_rss_mb():,} MB"
