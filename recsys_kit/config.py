@@ -54,6 +54,9 @@ class HoldoutConfig:
     n_last: int = 1  # the time tail the contest hides
     n_random: int = 9  # plus random earlier items
     min_input: int = 2  # a user never keeps fewer input items than this
+    # Short public rows (median under twice n_last + n_random): hide at most half the median scored
+    # user's rows, the time tail first, so inputs stay as long as the submission's (protocol.holdout).
+    adapt_short: bool = True
 
     def __post_init__(self):
         check_at_least("holdout", "n_last", self.n_last, 0)

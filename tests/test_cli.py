@@ -123,7 +123,7 @@ def test_fit_row_draws_an_epoch_bar_or_a_spinner(iterative, shown, hidden):
     assert not any(word in text for word in hidden), text
 
 
-def test_cv_says_in_one_line_when_the_holdout_leaves_short_histories_far_shorter(tmp_path):
+def test_cv_adapts_to_short_histories_and_says_so_in_one_line(tmp_path):
     rng = np.random.default_rng(0)
     users = np.repeat(np.arange(1, 121), 7)  # seven public rows a user, as a Yelp-like contest leaves
     items = np.concatenate([rng.choice(60, 7, replace=False) + 1 for _ in range(120)])
@@ -132,9 +132,11 @@ def test_cv_says_in_one_line_when_the_holdout_leaves_short_histories_far_shorter
         tmp_path / "data" / "train_ratings.csv", index=False)
     common = ("cv", "--data", tmp_path / "data", "--folds", 2, "--runs-dir", tmp_path / "runs",
               "--set", "model.name=popularity", "--refit", "none")
-    noted = kit(*common, "--name", "deep").output.replace("\n", " ")
-    assert "note: the holdout leaves the median scored user 2 of their 7 public rows" in " ".join(noted.split())
-    metrics = json.loads((tmp_path / "runs" / "deep" / "metrics.json").read_text())
-    assert metrics["inputs"]["median_input_rows"] == 2 and metrics["inputs"]["note"]
+    adapted = " ".join(kit(*common, "--name", "adapted").output.split())
+    assert "note: public rows are short (median 7): the holdout hides the last 1 + 2 random" in adapted
+    metrics = json.loads((tmp_path / "runs" / "adapted" / "metrics.json").read_text())
+    assert metrics["inputs"]["median_input_rows"] == 4 and metrics["inputs"]["hidden"] == [1, 2]
+    fixed = " ".join(kit(*common, "--name", "fixed", "--set", "holdout.adapt_short=false").output.split())
+    assert "note: the holdout leaves the median scored user 2 of their 7 public rows" in fixed
     shallow = kit(*common, "--name", "shallow", "--set", "holdout.n_random=2").output
     assert "note:" not in shallow

@@ -111,20 +111,28 @@ def test_cached_draws_give_the_same_holdout(tmp_path, monkeypatch):
     assert len(list(tmp_path.glob("holdout-*.npz"))) == 3
 
 
-def test_input_shortfall_notes_a_holdout_that_leaves_short_histories_far_shorter():
-    from recsys_kit.protocol.holdout import input_shortfall
+def test_short_rows_are_hidden_at_most_half_and_the_user_is_told():
+    """adapt_short: with the median user under twice what the rule hides, the holdout hides at most
+    half that median (the time tail first) and says so; the fixed recipe, asked for, is noted when it
+    leaves users under half their rows; long rows keep the rule as it is."""
+    from recsys_kit.protocol.holdout import effective_rule, input_shortfall
 
     rng = np.random.default_rng(0)
-    for length, expect_note in ((8, True), (60, False)):
+    for length in (8, 60):
         users, items = np.repeat(np.arange(200), length), np.concatenate([rng.choice(500, length, replace=False)
                                                                            for _ in range(200)])
         dataset = from_interactions(users, items, np.arange(len(users)))
-        config = HoldoutConfig()  # last 1 + 9 random, keep 2
-        holdout = contest_holdout(dataset.matrix, dataset.times, config, seed=0)
-        found = input_shortfall(np.diff(dataset.matrix.indptr), holdout, config)
-        assert found["median_public_rows"] == length
-        assert found["median_input_rows"] == max(2, length - 10)
-        assert (found["note"] is not None) == expect_note
-        shallow = HoldoutConfig(n_random=2)  # as many as a Yelp-like contest hides: no note
-        holdout = contest_holdout(dataset.matrix, dataset.times, shallow, seed=0)
-        assert input_shortfall(np.diff(dataset.matrix.indptr), holdout, shallow)["note"] is None
+        lengths = np.diff(dataset.matrix.indptr)
+        for config, hidden, kept, note in (
+                (HoldoutConfig(), [1, 3] if length == 8 else [1, 9], 4 if length == 8 else 50,
+                 "public rows are short (median 8)" if length == 8 else None),
+                (HoldoutConfig(adapt_short=False), [1, 9], max(2, length - 10),
+                 "leaves the median scored user 2 of their 8" if length == 8 else None),
+                (HoldoutConfig(n_random=2), [1, 2], length - 3, None)):
+            holdout = contest_holdout(dataset.matrix, dataset.times, config, seed=0)
+            found = input_shortfall(lengths, holdout, config)
+            rule = effective_rule(config, lengths)
+            assert [rule.n_last, rule.n_random] == found["hidden"] == hidden
+            assert found["median_public_rows"] == length and found["median_input_rows"] == kept
+            assert (found["note"] is None) if note is None else (note in found["note"]), found["note"]
+    assert effective_rule(HoldoutConfig(n_last=0, n_random=9), np.full(10, 6)).n_random == 3

@@ -6,6 +6,7 @@ graded against the answers with the contest's own metric.
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from recsys_kit.protocol.metrics import K
 def nested_contest(data_dir: Path, public_dir: Path, rule: HoldoutConfig, seed: int) -> pd.DataFrame:
     """Write the public part of `data_dir` as a contest folder; return the hidden answers (original ids)."""
     dataset = load_dataset(data_dir)
-    split = contest_holdout(dataset.matrix, dataset.times, rule, seed)
+    # The contest's recipe as given: it does not adapt to short rows (the kit's holdout may).
+    split = contest_holdout(dataset.matrix, dataset.times, dataclasses.replace(rule, adapt_short=False), seed)
     public = split.input.tocoo()
     times = split.input_times.tocoo()
     frame = pd.DataFrame({"user": dataset.user_ids[public.row], "item": dataset.item_ids[public.col],
