@@ -7,8 +7,8 @@ the members' cv runs). For each, `kit ensemble` of the same members (method fit)
 times, changing only the fallback rule:
   clear   today's rule: the fitted blend when the held-out gain's 90% interval is above zero,
           else the best member by OOF alone;
-  shrink  the same when clear; else the fitted weights times 2 P(gain > 0) - 1, the rest on the
-          best member (P from the same bootstrap over half B's users);
+  shrink  the same when clear; else the fitted weights times P(gain > 0), the rest on the best
+          member (P from the same bootstrap over half B's users);
   none    the fitted blend always (--no-fallback), for reference;
 and each CSV is graded against the hidden answers (the nested leaderboard). Prints one row per
 contest and writes JSON (default bench/results/fallback_rule.json).
@@ -73,7 +73,8 @@ def main() -> None:
         row = contest_row(work, args.members)
         rows.append(row)
         interval = row["clear"]["gain_interval90"] or [float("nan")] * 2
-        gain = (row["clear"]["gain_half_b"] or {}).get("mean", float("nan"))
+        gain = row["clear"]["gain_half_b"]
+        gain = gain.get("mean") if isinstance(gain, dict) else gain
         share = row["shrink"]["shrink_share"]
         print(f"{work.name:<22}{gain:>+9.4f} [{interval[0]:+.4f},{interval[1]:+.4f}]"
               f"{'-' if share is None else f'{share:.2f}':>7}{row['clear']['lb']:>9.4f}{row['shrink']['lb']:>9.4f}"

@@ -117,14 +117,14 @@ def paired_interval(difference: np.ndarray, draws: int, seed: int, level: float 
 
 
 def shrink_share(means: np.ndarray) -> float:
-    """How much of the fitted blend to keep when its gain is not clear of zero: 2 P(gain > 0) - 1
-    over the bootstrap means, so no evidence keeps none and the clear-of-zero edge keeps 0.9."""
-    return float(np.clip(2 * np.mean(means > 0) - 1, 0.0, 1.0)) if np.all(np.isfinite(means)) else 0.0
+    """How much of the fitted blend to keep when its gain is not clear of zero: P(gain > 0) over the
+    bootstrap means, so a gain as likely negative as positive keeps half and no evidence keeps none."""
+    return float(np.mean(means > 0)) if np.all(np.isfinite(means)) else 0.0
 
 
 def choose_blend(members: list, check: dict, half_b: np.ndarray, weights: np.ndarray, options) -> dict:
     """The blend, or, when the blend's gain on half B is not clear of zero, the best member alone
-    (fallback rule "clear") or the blend's weights shrunk toward it by the gain's evidence ("shrink").
+    (fallback rule "clear") or the blend's weights times P(gain > 0), the rest on it ("shrink").
 
     The gain is paired per user: the half-A blend against the member that was best on half A,
     both scored on half B, with a bootstrap interval over half B's users."""
@@ -146,7 +146,7 @@ def choose_blend(members: list, check: dict, half_b: np.ndarray, weights: np.nda
         return {**out, "used": f"blend shrunk toward {members[best].name}", "shrink_share": share,
                 "weights": (share * np.asarray(weights) + (1 - share) * alone).tolist(),
                 "fitted_weights": [float(w) for w in weights],
-                "reason": f"the gain's 90% interval reaches 0 (P(gain > 0) = {(1 + share) / 2:.2f}): "
+                "reason": f"the gain's 90% interval reaches 0 (P(gain > 0) = {share:.2f}): "
                           f"{share:.0%} the fitted weights, the rest on the best member by OOF"}
     return {**out, "used": f"best member {members[best].name}", "weights": alone.tolist(),
             "fitted_weights": [float(w) for w in weights],
