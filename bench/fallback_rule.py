@@ -30,7 +30,7 @@ from lb_fidelity import finished, submit_and_grade  # noqa: E402
 from recsys_kit.blending.ensemble import EnsembleOptions, run_ensemble  # noqa: E402
 from recsys_kit.runs import store  # noqa: E402
 
-RULES = {"clear": EnsembleOptions(), "shrink": EnsembleOptions(fallback_rule="shrink"),
+RULES = {"clear": EnsembleOptions(fallback_rule="clear"), "shrink": EnsembleOptions(fallback_rule="shrink"),
          "none": EnsembleOptions(fallback=False)}
 
 

@@ -38,7 +38,7 @@ def ensemble(
                                                 "held-out gain is not clear of zero")] = True,
     fallback_rule: Annotated[str, typer.Option(help="fit: when the gain is not clear of zero, clear: the best "
                                                      "member alone | shrink: the fitted weights times "
-                                                     "P(gain > 0), the rest on the best member")] = "clear",
+                                                     "P(gain > 0), the rest on the best member")] = "shrink",
 ):
     """Blend runs on out-of-fold scores; writes OOF and test score matrices and metrics.json."""
     from recsys_kit import api  # torch comes with it

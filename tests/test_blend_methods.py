@@ -228,7 +228,7 @@ def test_fallback_rule_shrink_keeps_a_share_of_the_blend_by_the_gains_evidence()
     shares = []
     for shift, expect_clear in ((0.004, False), (0.5, True), (-0.3, False)):
         check = {"recall": member_recall[:1] + shift + rng.normal(0, 0.05, 400), "member_recall": member_recall}
-        clear = choose_blend(members, check, half_b, fitted, EnsembleOptions())
+        clear = choose_blend(members, check, half_b, fitted, EnsembleOptions(fallback_rule="clear"))
         shrunk = choose_blend(members, check, half_b, fitted, EnsembleOptions(fallback_rule="shrink"))
         assert clear["gain_interval90"] == shrunk["gain_interval90"]
         if expect_clear:

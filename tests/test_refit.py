@@ -126,8 +126,11 @@ def test_blend_of_refitted_members_gets_an_estimate_and_falls_back_when_the_gain
     choice = metrics["choice"]
     low, high = choice["gain_interval90"]
     assert low <= choice["gain_half_b"] <= high
-    if low <= 0:  # the fallback: the best member by OOF, alone
-        assert choice["used"] == "best member ease" and metrics["weights"] == [1.0, 0.0]
+    if low <= 0:  # the fallback: toward the best member by OOF, by the evidence for the blend
+        share = choice.get("shrink_share", 0.0)
+        assert choice["used"] == ("blend shrunk toward ease" if share else "best member ease")
+        assert metrics["weights"] == pytest.approx([share * choice["fitted_weights"][0] + 1 - share,
+                                                    share * choice["fitted_weights"][1]])
     assert metrics["lb_estimate"]["recall@10"] is not None, metrics["lb_estimate"]
     assert metrics["recall@10"]["lb_estimate"] == metrics["lb_estimate"]["recall@10"]
     forced = read_metrics(run_ensemble([ease, pop], runs_dir, name="forced",

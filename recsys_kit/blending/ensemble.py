@@ -53,8 +53,8 @@ class EnsembleOptions:
     steps: tuple[float, ...] = (0.2, 0.1, 0.05)  # fit: coordinate-ascent steps, coarse to fine
     chunk: int = 1024  # users per block: a float32 block is chunk x items x 4 bytes
     bags: int = 8  # fit: weights averaged over fits on this many bootstrap resamples of the users
-    fallback: bool = True  # fit: use the best member alone unless the held-out gain is clear of zero
-    fallback_rule: str = "clear"  # clear: all or nothing; shrink: weights pulled toward the best member
+    fallback: bool = True  # fit: fall back toward the best member unless the held-out gain is clear of zero
+    fallback_rule: str = "shrink"  # shrink: weights times P(gain > 0), rest on the best member; clear: all or nothing
     bootstrap: int = 1000  # resamples of half B's users for the gain's paired interval
 
     def check(self) -> None:
