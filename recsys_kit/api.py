@@ -124,6 +124,33 @@ def load_data(data_dir: str | Path) -> Dataset:
     return load_dataset(Path(data_dir))
 
 
+def _sets(overrides: Mapping[str, Any] | Iterable[str] | None) -> list[str]:
+    if isinstance(overrides, Mapping):
+        return [f"{key}={json.dumps(list(value)) if isinstance(value, (list, tuple)) else value}"
+                for key, value in overrides.items()]
+    return list(overrides or [])
+
+
+def _prefetch(data, model, overrides, seed: int | None) -> int | None:
+    """A forked child parsing a contest folder and drawing its holdout into the data cache while
+    this process imports torch (recsys_kit.protocol.prefetch); None when it would not help."""
+    if not isinstance(data, (str, Path)) or not Path(data).is_dir():
+        return None
+    from recsys_kit.config import RunConfig, holdout_and_seed
+    from recsys_kit.protocol import prefetch
+
+    try:  # the holdout rule without the model registry; anything unusual: no prefetch
+        if isinstance(model, RunConfig):
+            return None
+        path = None if model is None else Path(model)
+        if path is not None and not (isinstance(model, Path) or path.suffix == ".toml" or path.exists()):
+            path = None  # a model name
+        holdout, base_seed = holdout_and_seed(path, _sets(overrides), seed)
+    except Exception:  # noqa: BLE001  (the full check, next, names what is wrong)
+        return None
+    return prefetch.start(data, holdout, base_seed)
+
+
 def load_run_config(model: str | Path | RunConfig | None, overrides: Mapping[str, Any] | Iterable[str] | None = None,
                     seed: int | None = None) -> RunConfig:
     """A model name ("ease"), a config TOML (configs/multidae.toml), a RunConfig, or None (the
@@ -132,11 +159,7 @@ def load_run_config(model: str | Path | RunConfig | None, overrides: Mapping[str
     import recsys_kit.models  # noqa: F401  (registers every model's config)
     from recsys_kit.config import RunConfig, apply_overrides, from_dict, load_config
 
-    if isinstance(overrides, Mapping):
-        sets = [f"{key}={json.dumps(list(value)) if isinstance(value, (list, tuple)) else value}"
-                for key, value in overrides.items()]
-    else:
-        sets = list(overrides or [])
+    sets = _sets(overrides)
     if isinstance(model, RunConfig):
         raw = apply_overrides(json.loads(model.to_json()), sets)
         if seed is not None:
@@ -184,12 +207,19 @@ def cross_validate(data: Dataset | str | Path, model: str | Path | RunConfig | N
     returns it as a CVResult. `refit`, `refit_seeds`, `lb_estimate`: as `kit cv --help` explains.
     `on_event` receives the progress events (loading, loaded, start, fold_start, epoch, fold_end,
     stage_start, end). Every option is checked before the data is read, the data before any fit."""
+    child = _prefetch(data, model, overrides, seed)  # a first run on new files: parse while torch loads
     from recsys_kit.cv.refit import RefitOptions
     from recsys_kit.cv.run import run_cv
+    from recsys_kit.protocol import prefetch
     from recsys_kit.protocol.preflight import check_run_options
 
-    device = check_run_options(folds, Path(runs_dir), name, device)
-    config = load_run_config(model, overrides, seed)
+    try:
+        device = check_run_options(folds, Path(runs_dir), name, device)
+        config = load_run_config(model, overrides, seed)
+    except BaseException:
+        prefetch.cancel(child)  # a bad option is said at once, not after the parse
+        raise
+    prefetch.finish(child)
     refit_options = RefitOptions(mode=refit, seeds=refit_seeds, lb_estimate=lb_estimate)
     dataset = _checked_data(data, config, folds, on_event, model=config.model_name, device=device)
     run_dir = run_cv(dataset, config, folds, Path(runs_dir), name=name, device=device, on_event=on_event,

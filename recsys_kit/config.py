@@ -262,6 +262,15 @@ def load_config(path: Path | None, overrides: list[str] | None = None, seed: int
     return from_dict(raw, source)
 
 
+def holdout_and_seed(path: Path | None, overrides: list[str], seed: int | None = None) -> tuple[HoldoutConfig, int]:
+    """The [holdout] section and seed alone, read without the model registry (which imports torch)."""
+    raw = tomllib.loads(read_text_file(Path(path), "pass an existing TOML file")) if path is not None else {}
+    raw = apply_overrides(raw, overrides)
+    if seed is not None:
+        raw["seed"] = seed
+    return _build(HoldoutConfig, raw.get("holdout", {}), "config", "holdout"), _coerce(raw.get("seed", 0), 0, "seed")
+
+
 def config_from_json(text: str, source: str = "config.json") -> RunConfig:
     try:
         raw = json.loads(text)
