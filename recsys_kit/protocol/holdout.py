@@ -97,24 +97,31 @@ def contest_holdout(matrix: sp.csr_matrix, times: sp.csr_matrix | None, config: 
     n_users = matrix.shape[0]
     lengths = np.diff(matrix.indptr)
     config = effective_rule(config, lengths)
-    row_of_entry = np.repeat(np.arange(n_users), lengths)
     # The draws take seconds at contest scale (two sorts of every entry): the same log, settings
     # and seed give the same draws, so they are kept between commands (recsys_kit.data_cache).
     key = data_cache.array_key(matrix.indptr, matrix.indices, times.data, dataclasses.astuple(config), seed)
     drawn = data_cache.load_arrays("holdout", key)
     if drawn is None or len(drawn.get("time_rank", ())) != matrix.nnz:
+        row_of_entry = np.repeat(np.arange(n_users), lengths)
         drawn = dict(zip(("time_rank", "is_tail", "is_target"),
                          _draw(matrix, times, config, seed, lengths, row_of_entry)))
         data_cache.store_arrays("holdout", key, drawn)
     time_rank, is_tail, is_target = drawn["time_rank"], drawn["is_tail"], drawn["is_target"]
 
-    def part(mask: np.ndarray, data: np.ndarray) -> sp.csr_matrix:
-        indptr = np.r_[0, np.cumsum(np.bincount(row_of_entry[mask], minlength=n_users))]
-        return sp.csr_matrix((data[mask], matrix.indices[mask], indptr), shape=matrix.shape)
+    # Each row's targets counted by one running sum read at the row bounds (no per-entry row ids).
+    targets_before = np.zeros(matrix.nnz + 1, dtype=np.int64)
+    np.cumsum(is_target, out=targets_before[1:])
+    target_indptr = targets_before[matrix.indptr]
+    input_indptr = matrix.indptr - target_indptr
+    not_target = ~is_target
 
-    return Holdout(input=part(~is_target, matrix.data), target=part(is_target, matrix.data),
-                   input_times=part(~is_target, times.data), order=time_rank,
-                   input_order=time_rank[~is_target], target_is_last=is_tail[is_target])
+    def part(mask: np.ndarray, indptr: np.ndarray, data: np.ndarray) -> sp.csr_matrix:
+        return sp.csr_matrix((data[mask], matrix.indices[mask], indptr.copy()), shape=matrix.shape)
+
+    return Holdout(input=part(not_target, input_indptr, matrix.data),
+                   target=part(is_target, target_indptr, matrix.data),
+                   input_times=part(not_target, input_indptr, times.data), order=time_rank,
+                   input_order=time_rank[not_target], target_is_last=is_tail[is_target])
 
 
 def effective_rule(config: HoldoutConfig, lengths: np.ndarray) -> HoldoutConfig:
