@@ -27,7 +27,6 @@ def cv(
 ):
     """Train one model per fold, write OOF and test score matrices and metrics.json."""
     from recsys_kit import api  # torch comes with the run: imported here, so `kit --help` does not wait for it
-    from recsys_kit.models.precision import describe as describe_precision
 
     progress = progress_bar()
     status = console.status("loading data")
@@ -83,6 +82,8 @@ def cv(
     console.print(f"OOF Recall@10 {mean_std(metrics['recall@10'])}{lb_line(metrics)}  "
                   f"({metrics['wall_seconds']:.0f} s)")
     if metrics.get("precision"):  # what train.precision ran in, and why (auto: a cached probe)
+        from recsys_kit.models.precision import describe as describe_precision  # after the run: torch is in
+
         console.print(describe_precision(metrics["precision"]), markup=False, soft_wrap=True)
     calibrated = calibrated_line(result.run_dir)
     if calibrated:

@@ -80,3 +80,53 @@ def test_every_argument_is_upper_case_and_every_option_kebab_case():
             else:
                 for opt in param.opts + param.secondary_opts:
                     assert opt == opt.lower() and "_" not in opt, (name, opt)
+
+
+# `kit cv` in a fresh interpreter (no torch yet): the forked child parses and draws the holdout.
+CV_START = """
+import json, os, sys
+import recsys_kit.protocol.prefetch as prefetch
+started = []
+real_start = prefetch.start
+def spy(*args):
+    pid = real_start(*args)
+    started.append(pid is not None)
+    return pid
+prefetch.start = spy
+from typer.testing import CliRunner
+import cli.main
+result = CliRunner().invoke(cli.main.app, json.loads(sys.argv[1]))
+print(json.dumps({"code": result.exit_code, "forked": started, "output": result.output[-400:]}))
+"""
+
+
+def kit_cv_fresh(args: list[str], cache: Path | str) -> dict:
+    env = {**__import__("os").environ, "RECSYS_KIT_CACHE": str(cache)}
+    done = subprocess.run([sys.executable, "-c", CV_START, json.dumps(args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_first_kit_cv_parses_in_a_forked_child_and_gives_the_same_run(run_and_csv, tmp_path):
+    root, _ = run_and_csv
+    common = ["cv", "--data", str(root / "data"), "--config", str(REPO / "configs" / "popularity.toml"),
+              "--folds", "2", "--runs-dir", str(tmp_path / "runs"), "--no-lb-estimate"]
+    first = kit_cv_fresh([*common, "--name", "forked"], tmp_path / "cache")
+    assert first["code"] == 0 and first["forked"] == [True], first
+    # The child left the parsed data set and the holdout's draws in the cache, where the run found them.
+    assert len(list((tmp_path / "cache").glob("dataset-*.npz"))) == 1
+    assert list((tmp_path / "cache").glob("holdout-*.npz"))
+    off = kit_cv_fresh([*common, "--name", "plain"], "off")  # no cache, so no child: parsed in the run
+    assert off["code"] == 0 and off["forked"] == [False], off
+    runs = tmp_path / "runs"
+    for name in ("oof_scores.npy", "test_scores.npy", "folds.npy"):
+        assert (runs / "forked" / name).read_bytes() == (runs / "plain" / name).read_bytes()
+    # A bad option is said at once (the child is stopped), a bad file by the parent's own parse.
+    bad = kit_cv_fresh([*common, "--name", "bad", "--folds", "1"], tmp_path / "cache-2")
+    assert bad["code"] == 2 and "folds" in bad["output"], bad
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "train_ratings.csv").write_text("user,item,time\n1,2,3\n1,x,4\n")
+    broken = kit_cv_fresh([*common[:1], "--data", str(tmp_path / "broken"), *common[3:], "--name", "broken"],
+                          tmp_path / "cache-3")
+    assert broken["code"] == 2 and "train_ratings.csv:3" in broken["output"], broken
