@@ -59,9 +59,8 @@ def _rank_within_rows(row_of_entry: np.ndarray, *keys: np.ndarray) -> np.ndarray
     else:
         # One float sort of row + the primary key squeezed into [0, 0.5] (a second at contest scale,
         # where lexsort took nine): rounding can merge neighbours but never swap them, so only runs
-        # of equal composite values need the full keys.
-        # In place where it can be: at contest scale each fresh 40 MB array costs more in page
-        # faults than the arithmetic on it.
+        # of equal composite values need the full keys. In place where it can be: at this scale a
+        # fresh 40 MB array costs more in page faults than the arithmetic on it.
         composite = np.subtract(primary, low)
         composite *= scale
         composite += row_of_entry
