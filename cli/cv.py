@@ -58,16 +58,7 @@ def cv(
             elif kind == "end":
                 fit[0].finish()
             elif kind == "start":
-                if event["resumed_folds"]:
-                    done = len(event["resumed_folds"])
-                    console.print(f"continuing the unfinished run {event['run_dir']}: {done} of "
-                                  f"{event['folds']} folds were done before it stopped")
-                    progress.update(folds_task, completed=done)
-                if event["users_without_target"]:
-                    console.print(f"{event['users_without_target']:,} users have too few items for a "
-                                  f"target and are left out of the metrics")
-                if event["inputs"]["note"]:
-                    console.print(f"[yellow]note[/]: {event['inputs']['note']}")
+                say_start(event, progress, folds_task)
 
         try:
             result = api.cross_validate(data, config, folds, overrides=set_ or [], runs_dir=runs_dir, name=name,
@@ -89,3 +80,17 @@ def cv(
     if calibrated:
         console.print(calibrated)
     typer.echo(str(result.run_dir))
+
+
+def say_start(event: dict, progress, folds_task) -> None:
+    """The run's "start" event: a resumed run's folds, users left without a target, the holdout's note."""
+    if event["resumed_folds"]:
+        done = len(event["resumed_folds"])
+        console.print(f"continuing the unfinished run {event['run_dir']}: {done} of "
+                      f"{event['folds']} folds were done before it stopped")
+        progress.update(folds_task, completed=done)
+    if event["users_without_target"]:
+        console.print(f"{event['users_without_target']:,} users have too few items for a "
+                      f"target and are left out of the metrics")
+    if event["inputs"]["note"]:
+        console.print(f"[yellow]note[/]: {event['inputs']['note']}")
