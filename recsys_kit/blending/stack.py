@@ -86,7 +86,8 @@ def build_table(members: list[RunDir], scores_name: str, level: Level, target: s
         blocks = [member_rows(m.path, scores_name, rows) for m in members]
         local, items = candidates(blocks, options.candidates)
         users = local + start
-        features = np.hstack([member_features(blocks, local, items), level.user_item_features(users, items, options.relative)])
+        features = np.hstack([member_features(blocks, local, items),
+                              level.user_item_features(users, items, options.relative)])
         features[:, dropped_columns([m.name for m in members], options.drop)] = np.nan  # missing to the ranker
         labels = None if target is None else np.asarray(target[users, items]).ravel() > 0
         parts.append(CandidateTable(users, items, features, labels))

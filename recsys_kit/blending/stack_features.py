@@ -117,7 +117,8 @@ class Level:
         return (np.searchsorted(self._keys, upper, side="right")
                 - np.searchsorted(self._keys, lower, side="right")).astype(np.float64)
 
-    def user_item_features(self, users: np.ndarray, items: np.ndarray, relative: bool = False) -> np.ndarray:
+    def user_item_features(self, users: np.ndarray, items: np.ndarray,
+                           relative: bool = False) -> np.ndarray:
         """pairs x (USER_FEATURES + ITEM_FEATURES), float32, NaN where the level has no such data.
 
         relative: counts over the level's own scale (a user's length over the mean length, an item's
