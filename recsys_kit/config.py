@@ -243,7 +243,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def load_config(path: Path | None, overrides: list[str] | None = None, seed: int | None = None) -> RunConfig:
+def _raw_config(path: Path | None, overrides: list[str] | None, seed: int | None) -> tuple[dict, str]:
+    """The config file's tables with `--set` overrides and the seed applied, and where they came from."""
     raw: dict = {}
     source = "defaults"
     if path is not None:
@@ -259,16 +260,17 @@ def load_config(path: Path | None, overrides: list[str] | None = None, seed: int
     raw = apply_overrides(raw, overrides or [])
     if seed is not None:
         raw["seed"] = seed
-    return from_dict(raw, source)
+    return raw, source
+
+
+def load_config(path: Path | None, overrides: list[str] | None = None, seed: int | None = None) -> RunConfig:
+    return from_dict(*_raw_config(path, overrides, seed))
 
 
 def holdout_and_seed(path: Path | None, overrides: list[str], seed: int | None = None) -> tuple[HoldoutConfig, int]:
     """The [holdout] section and seed alone, read without the model registry (which imports torch)."""
-    raw = tomllib.loads(read_text_file(Path(path), "pass an existing TOML file")) if path is not None else {}
-    raw = apply_overrides(raw, overrides)
-    if seed is not None:
-        raw["seed"] = seed
-    return _build(HoldoutConfig, raw.get("holdout", {}), "config", "holdout"), _coerce(raw.get("seed", 0), 0, "seed")
+    raw, source = _raw_config(path, overrides, seed)
+    return _build(HoldoutConfig, raw.get("holdout", {}), source, "holdout"), _coerce(raw.get("seed", 0), 0, "seed")
 
 
 def config_from_json(text: str, source: str = "config.json") -> RunConfig:

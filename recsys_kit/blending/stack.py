@@ -22,8 +22,8 @@ import scipy.sparse as sp
 
 from recsys_kit import files
 from recsys_kit.blending.members import check_compatible, copy_shared_files, member_rows
-from recsys_kit.blending.stack_features import (GROUPS, ITEM_FEATURES, USER_FEATURES, Level, candidates,
-                                                dropped_columns, member_feature_names, member_features, side_of)
+from recsys_kit.blending.stack_features import (GROUPS, Level, candidates, dropped_columns, feature_names,
+                                                member_features, side_of)
 from recsys_kit.blending.weights import paired_interval
 from recsys_kit.errors import DataError
 from recsys_kit.protocol.metrics import K, build_metrics, ndcg_per_user, recall_per_user, summarize
@@ -268,7 +268,7 @@ def run_stack(run_dirs, runs_dir: Path, name: str | None = None, options: StackO
                         on_chunk=lambda: _notify(on_event, "advance", stage="oof"))
     folds = int(fold_of_user.max()) + 1
     _notify(on_event, "stage", stage="rankers", total=folds + 1)
-    columns = member_feature_names([m.name for m in members]) + list(USER_FEATURES) + list(ITEM_FEATURES)
+    columns = feature_names([m.name for m in members])
     oof_scored, importance = cross_fit(table, fold_of_user, has_target, options,
                                        on_fold=lambda f: _notify(on_event, "advance", stage="rankers"),
                                        columns=columns)

@@ -35,13 +35,18 @@ GROUPS = {"members": None,  # every member's score and rank
 
 def dropped_columns(names: list[str], drop: tuple[str, ...]) -> np.ndarray:
     """Column indices (member features first, then USER_FEATURES + ITEM_FEATURES) of the groups in `drop`."""
-    columns = member_feature_names(names) + list(USER_FEATURES) + list(ITEM_FEATURES)
+    columns = feature_names(names)
     out = []
     for group in drop:
         covered = GROUPS[group]
         out += [i for i, c in enumerate(columns) if (c.split(":")[0] in ("score", "rank") if covered is None
                                                     else c in covered)]
     return np.array(sorted(set(out)), dtype=np.int64)
+
+
+def feature_names(names: list[str]) -> list[str]:
+    """Every column of a candidate table, in order: each member's score and rank, then the user's and item's."""
+    return member_feature_names(names) + list(USER_FEATURES) + list(ITEM_FEATURES)
 
 
 def member_feature_names(names: list[str]) -> list[str]:

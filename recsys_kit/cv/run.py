@@ -135,6 +135,7 @@ class FoldState:
     fold_mean_file: str | None
     resumed_folds: list[int]  # folds trained before a kill
     curves: Curves
+    inputs: dict  # the holdout's rows against the public rows (protocol.holdout.input_shortfall)
     recall: np.ndarray
     ndcg: np.ndarray
     recall_by_kind: dict[str, np.ndarray]
@@ -197,12 +198,12 @@ def start_folds(context: CvContext) -> FoldState:
     oof_scores, fold_mean = open_fold_scores(context.run_dir, progress, dataset.matrix.shape, fold_mean_file)
     resumed_folds = [record["fold"] for record in progress.folds_done]  # trained before a kill
     curves = Curves.resume(context.run_dir, context.config.model_name, resumed_folds)  # per-epoch records
+    inputs = input_shortfall(np.diff(dataset.matrix.indptr), holdout, context.config.holdout)
     context.notify("start", run_dir=str(context.run_dir), folds=context.folds, users=dataset.n_users,
                    items=dataset.n_items, users_without_target=int((~holdout.has_target).sum()),
-                   resumed_folds=resumed_folds, inputs=input_shortfall(
-                       np.diff(dataset.matrix.indptr), holdout, context.config.holdout))
+                   resumed_folds=resumed_folds, inputs=inputs)
     return FoldState(
-        oof_scores, fold_mean, fold_mean_file, resumed_folds, curves,
+        oof_scores, fold_mean, fold_mean_file, resumed_folds, curves, inputs,
         recall=np.full(dataset.n_users, np.nan), ndcg=np.full(dataset.n_users, np.nan),
         recall_by_kind={kind: np.full(dataset.n_users, np.nan) for kind in TARGET_KINDS},
         target_by_kind={kind: holdout.target_part(last) for kind, last in TARGET_KINDS.items()},
@@ -281,7 +282,7 @@ def finish_metrics(context: CvContext, state: FoldState) -> dict:
     activity = np.diff(holdout.input.indptr)
     metrics = build_metrics(state.recall, state.ndcg, activity, context.fold_of_user, holdout.has_target)
     metrics["by_target"] = by_target_kind(state.recall_by_kind)
-    metrics["inputs"] = input_shortfall(np.diff(context.dataset.matrix.indptr), holdout, context.config.holdout)
+    metrics["inputs"] = state.inputs
     if context.refit.mode != "none":
         metrics["time_filter"] = time_report
     return metrics
