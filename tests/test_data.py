@@ -143,6 +143,7 @@ def test_parsed_data_is_cached_and_never_stale(tmp_path, monkeypatch):
     assert np.array_equal(first.user_ids, again.user_ids) and np.array_equal(first.item_ids, again.item_ids)
     assert list(again.feature_values["genres"]) == ["Comedy", "Drama"]
     assert again.summary == first.summary and again.fingerprint() == first.fingerprint()
+    assert first.source is not None and again.source == first.source  # the files' digest keys the holdout
 
     # The same size, written within the same clock tick: the contents decide, not the time stamp.
     (data / "train_ratings.csv").write_text("user,item,time\n1,10,5\n2,10,3\n1,11,4\n2,13,9\n")

@@ -109,6 +109,15 @@ def test_cached_draws_give_the_same_holdout(tmp_path, monkeypatch):
     contest_holdout(matrix, times, HoldoutConfig(), seed=4)
     contest_holdout(matrix, times, HoldoutConfig(n_random=2), seed=3)
     assert len(list(tmp_path.glob("holdout-*.npz"))) == 3
+    # Keyed by the parsed files' digest: the same draws, another entry; other rows under that
+    # digest (a Dataset changed after parsing) are drawn anew, never read from the entry.
+    by_source = contest_holdout(matrix, times, HoldoutConfig(), seed=3, source="digest")
+    assert (by_source.target != fresh.target).nnz == 0
+    assert len(list(tmp_path.glob("holdout-*.npz"))) == 4
+    fewer, fewer_times = matrix[:50], times[:50]
+    assert (contest_holdout(fewer, fewer_times, HoldoutConfig(), seed=3, source="digest").target
+            != contest_holdout(fewer, fewer_times, HoldoutConfig(), seed=3).target).nnz == 0
+    assert len(list(tmp_path.glob("holdout-*.npz"))) == 6
 
 
 def test_short_rows_are_hidden_at_most_half_and_the_user_is_told():

@@ -77,7 +77,7 @@ def run_cv(dataset: Dataset, config: RunConfig, folds: int, runs_dir: Path, name
     """
     started = time.time()
     refit = resolved(refit, config.model_name)
-    holdout = contest_holdout(dataset.matrix, dataset.times, config.holdout, config.seed)
+    holdout = contest_holdout(dataset.matrix, dataset.times, config.holdout, config.seed, dataset.source)
     if fold_of_user is None:
         fold_of_user = assign_folds(dataset.n_users, folds, config.seed)
     if len(fold_of_user) != dataset.n_users:

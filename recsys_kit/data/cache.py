@@ -101,7 +101,8 @@ def load(files: list[Path]):
 
     if cache_dir() is None:  # off: not even the files' digest
         return None
-    arrays = load_arrays("dataset", _files_key(files))
+    key = _files_key(files)
+    arrays = load_arrays("dataset", key)
     if arrays is None:
         return None
     try:
@@ -111,7 +112,7 @@ def load(files: list[Path]):
         matrix = sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=shape)
         times = sp.csr_matrix((arrays.pop("times"), indices.copy(), indptr.copy()), shape=shape)
         dataset = Dataset(matrix, arrays.pop("user_ids"), arrays.pop("item_ids"), times,
-                          summary=meta["summary"])
+                          summary=meta["summary"], source=key)
         for name, values in meta["features"].items():
             dataset.item_features[name] = sp.csr_matrix(
                 (np.ones(len(arrays[f"f_{name}_indices"]), np.float32), arrays[f"f_{name}_indices"],
@@ -127,6 +128,7 @@ def store(files: list[Path], dataset) -> None:
     key = None if cache_dir() is None else _files_key(files)
     if key is None:
         return
+    dataset.source = key
     arrays = {"indptr": dataset.matrix.indptr, "indices": dataset.matrix.indices,
               "times": dataset.times.data, "user_ids": dataset.user_ids, "item_ids": dataset.item_ids}
     for name, matrix in dataset.item_features.items():

@@ -17,6 +17,9 @@ class Dataset:
     item_features: dict[str, sp.csr_matrix] = field(default_factory=dict)  # name -> items x values
     feature_values: dict[str, np.ndarray] = field(default_factory=dict)  # name -> value labels
     summary: dict = field(default_factory=dict)
+    # Digest of the files it was parsed from (recsys_kit.data.cache), None when built in memory:
+    # results derived from it (the holdout) are cached under it instead of a hash of every array.
+    source: str | None = None
 
     @property
     def n_users(self) -> int:

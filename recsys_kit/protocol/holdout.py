@@ -84,10 +84,12 @@ def _rank_within_rows(row_of_entry: np.ndarray, *keys: np.ndarray) -> np.ndarray
 
 
 def contest_holdout(matrix: sp.csr_matrix, times: sp.csr_matrix | None, config: HoldoutConfig,
-                    seed: int) -> Holdout:
+                    seed: int, source: str | None = None) -> Holdout:
     """Per user: target = last `n_last` by time + `n_random` random earlier items.
 
     A user keeps at least `min_input` input items; users too short get fewer (or no) targets.
+    `source`: the digest of the files the matrices were parsed from (Dataset.source), which then
+    keys the cached draws instead of a hash of every entry (a tenth of a second at contest scale).
     """
     matrix = matrix.tocsr()
     if times is None:
@@ -98,13 +100,19 @@ def contest_holdout(matrix: sp.csr_matrix, times: sp.csr_matrix | None, config: 
     config = effective_rule(config, lengths)
     # The draws take seconds at contest scale (two sorts of every entry): the same log, settings
     # and seed give the same draws, so they are kept between commands (recsys_kit.data_cache).
-    key = data_cache.array_key(matrix.indptr, matrix.indices, times.data, dataclasses.astuple(config), seed)
+    if data_cache.cache_dir() is None:
+        key = None
+    elif source is not None:  # the row lengths too: a Dataset changed after parsing draws anew
+        key = data_cache.array_key(source, matrix.shape, matrix.indptr, dataclasses.astuple(config), seed)
+    else:
+        key = data_cache.array_key(matrix.indptr, matrix.indices, times.data, dataclasses.astuple(config), seed)
     drawn = data_cache.load_arrays("holdout", key)
     if drawn is None or len(drawn.get("time_rank", ())) != matrix.nnz:
         row_of_entry = np.repeat(np.arange(n_users), lengths)
         drawn = dict(zip(("time_rank", "is_tail", "is_target"),
                          _draw(matrix, times, config, seed, lengths, row_of_entry)))
-        data_cache.store_arrays("holdout", key, drawn)
+        if key is not None:
+            data_cache.store_arrays("holdout", key, drawn)
     time_rank, is_tail, is_target = drawn["time_rank"], drawn["is_tail"], drawn["is_target"]
 
     # Each row's targets counted by one running sum read at the row bounds (no per-entry row ids).

@@ -23,7 +23,8 @@ def nested_contest(data_dir: Path, public_dir: Path, rule: HoldoutConfig, seed: 
     """Write the public part of `data_dir` as a contest folder; return the hidden answers (original ids)."""
     dataset = load_dataset(data_dir)
     # The contest's recipe as given: it does not adapt to short rows (the kit's holdout may).
-    split = contest_holdout(dataset.matrix, dataset.times, dataclasses.replace(rule, adapt_short=False), seed)
+    split = contest_holdout(dataset.matrix, dataset.times, dataclasses.replace(rule, adapt_short=False), seed,
+                           dataset.source)
     public = split.input.tocoo()
     times = split.input_times.tocoo()
     frame = pd.DataFrame({"user": dataset.user_ids[public.row], "item": dataset.item_ids[public.col],

@@ -32,7 +32,7 @@ def start(data_dir: str | Path, holdout: HoldoutConfig, seed: int) -> int | None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             dataset = load_dataset(Path(data_dir))
-            contest_holdout(dataset.matrix, dataset.times, holdout, seed)
+            contest_holdout(dataset.matrix, dataset.times, holdout, seed, dataset.source)
     except BaseException:  # noqa: BLE001  (the parent parses again and names what is wrong)
         pass
     finally:
