@@ -1,6 +1,11 @@
 """How many recorded public scores does the calibrated estimate need? Measured on nested contests.
 
     python bench/lb_calibration.py bench/results/lb_fidelity-mls.json [more lb_fidelity JSON ...]
+    python bench/lb_calibration.py --pool A.json B.json C.json   # runs of one contest, pooled
+
+`--pool`: the files are runs on one nested contest (e.g. EASE at several l2, one lb_fidelity work
+folder each) and are read as one contest's models; runs of one model then calibrate each other
+through their own model's pairs, as a team's usual uploads would.
 
 Reads what bench/lb_fidelity.py measured (per model: the kit's leaderboard estimate and the nested
 leaderboard's Recall@10 of its submission). For every model, and every choice of k other models
@@ -36,16 +41,27 @@ def errors(rows: list[dict], k: int) -> list[float]:
     return out
 
 
+def contests(paths: list[Path], pool: bool) -> list[tuple[dict, list[dict]]]:
+    """(one file's header, its models' rows) per contest; with `pool`, one contest of every file's rows
+    (the same nested answers are checked, so the files are runs on one contest)."""
+    measured = [json.loads(path.read_text()) for path in paths]
+    rows = [[r for r in m["rows"] if r["model"] not in ("blend", "stack") and r.get("estimate")] for m in measured]
+    if not pool:
+        return list(zip(measured, rows))
+    if any(m["answers"] != measured[0]["answers"] for m in measured):
+        raise SystemExit("--pool: the files hold different nested contests (their 'answers' differ)")
+    return [(measured[0], [row for group in rows for row in group])]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", type=Path, help="JSON written by bench/lb_fidelity.py")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "lb_calibration.json")
+    parser.add_argument("--pool", action="store_true", help="the files are runs on one contest: pool their rows")
     args = parser.parse_args()
     report = []
     print(f"{'contest':<34}{'models':>7}{'k':>3}{'mean |err|':>12}{'max |err|':>11}{'cases':>7}")
-    for path in args.results:
-        measured = json.loads(path.read_text())
-        rows = [r for r in measured["rows"] if r["model"] not in ("blend", "stack") and r.get("estimate")]
+    for measured, rows in contests(args.results, args.pool):
         hidden = measured["answers"]
         name = f"{Path(measured['data']).name} (last {hidden['n_last']} + {hidden['n_random']} random)"
         plain = [abs(r["estimate"] / r["lb_refit_full"] - 1) for r in rows]
