@@ -84,6 +84,25 @@ def test_rank_within_rows_matches_lexsort():
             assert np.array_equal(_rank_within_rows(rows, *keys), expected), case
 
 
+def test_random_draw_ranks_a_prefix_exactly():
+    """The random draw ranks only each row's smallest keys, yet chooses exactly what ranking every
+    entry chooses: rows short of the cutoff, tied keys, drawn counts of zero and of the whole pool."""
+    from recsys_kit.protocol.holdout import _rank_within_rows, _smallest_in_rows
+
+    rng = np.random.default_rng(11)
+    for case in range(200):
+        lengths = rng.integers(0, [3, 30, 300][case % 3], int(rng.integers(1, 40)))
+        rows = np.repeat(np.arange(len(lengths)), lengths)
+        n_last = np.minimum(rng.integers(0, 4), lengths)
+        position = np.arange(len(rows)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        key = rng.random(len(rows)) + (position >= (lengths - n_last)[rows]) * 2.0
+        if case % 4 == 0:
+            key = np.round(key, 1)  # ties, also at the cutoff
+        count = np.minimum(rng.integers(0, 12, len(lengths)), lengths - n_last)
+        expected = _rank_within_rows(rows, key) < count[rows]
+        assert np.array_equal(_smallest_in_rows(rows, key, count, lengths - n_last), expected), case
+
+
 def test_cached_draws_give_the_same_holdout(tmp_path, monkeypatch):
     """The holdout's draws are kept between commands: the second call reads them and builds the
     same holdout as a fresh draw; other settings or another seed are other entries."""
