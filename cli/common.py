@@ -185,5 +185,6 @@ def calibrated_line(run_dir) -> str | None:
     interval = fitted["interval90"]
     spread = f" (90% interval {interval[0]:.4f} .. {interval[1]:.4f})" if interval else ""
     family = f" of {fitted['family']} runs" if fitted["family"] else ""
+    basis = " (from OOF: this run has no estimate)" if fitted.get("basis") == "oof" else ""
     return (f"calibrated on {fitted['pairs']} recorded public score(s){family}: leaderboard "
-            f"{fitted['value']:.4f}{spread}")
+            f"{fitted['value']:.4f}{spread}{basis}")

@@ -380,7 +380,8 @@ def ledger(runs_dir: str | Path = "runs") -> list[dict]:
 
 def calibrated(run: CVResult | str | Path) -> dict | None:
     """The run's leaderboard estimate calibrated on the public scores recorded for the other runs on
-    the same data in its runs directory: {"value", "pairs", "interval90", "family"}, None without any."""
+    the same data in its runs directory: {"value", "pairs", "interval90", "family", "basis"} (basis:
+    "estimate", or "oof" for a run without one, calibrated by the pairs' OOF), None without any."""
     from recsys_kit.report.run_table import collect_runs
 
     path = (run.run_dir if isinstance(run, CVResult) else Path(run)).resolve()

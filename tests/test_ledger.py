@@ -44,7 +44,7 @@ def test_round_trip_submit_record_list_calibrate(two_runs):
     expected = pop.recall * 0.15 / ease.recall
     assert rows["pop"]["calibrated"] == pytest.approx(expected) and rows["pop"]["calibration"]["pairs"] == 1
     assert rk.api.calibrated(pop) == {"value": pytest.approx(expected), "pairs": 1, "interval90": None,
-                                      "family": None}
+                                      "family": None, "basis": "oof"}
     assert rows["ease"]["calibrated"] is None  # its own pair is left out: no other pair to rest on
     page = rk.api.report([ease, pop], root / "report.html").read_text()
     assert "<h2>Leaderboard</h2>" in page  # OOF, estimate and public score per run, plotted
@@ -75,3 +75,26 @@ def test_ratio_and_family():
     family = calibrate(0.3, "ease", pairs, run="x")
     assert family.family == "ease" and family.pairs == 2 and family.value == pytest.approx(0.27)
     assert calibrate(0.3, "ease", [Pair("x", "ease", 0.2, 0.1)], run="x") is None
+
+
+def test_a_run_without_an_estimate_is_calibrated_on_the_pairs_oof(tmp_path, monkeypatch):
+    """A stack has OOF and no estimate: its figure is scaled by public / OOF of the recorded runs,
+    never by public / estimate (two different bases), and a run with an estimate by public / estimate."""
+    from recsys_kit.report.run_table import add_public_scores
+
+    def row(name, recall, estimate, public=None):
+        return {"name": name, "path": str(tmp_path / name), "status": "finished", "model": name, "data": "d",
+                "recall": recall, "lb_estimate": estimate, "public": public}
+
+    rows = [row("ease", 0.16, 0.20, None), row("stack", 0.17, None), row("vae", 0.13, 0.16)]
+    (tmp_path / LEDGER).write_text("")
+    add_public_scores(rows, tmp_path)  # no public score recorded: nothing calibrated
+    assert all(r["calibrated"] is None for r in rows)
+    monkeypatch.setattr("recsys_kit.submission.ledger.public_scores",
+                        lambda root: {str((tmp_path / "ease").resolve()): 0.21})
+    add_public_scores(rows, tmp_path)
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["stack"]["calibrated"] == pytest.approx(0.17 * 0.21 / 0.16)
+    assert by_name["stack"]["calibration"]["basis"] == "oof"
+    assert by_name["vae"]["calibrated"] == pytest.approx(0.16 * 0.21 / 0.20)
+    assert by_name["vae"]["calibration"]["basis"] == "estimate"
