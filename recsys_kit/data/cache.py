@@ -45,10 +45,14 @@ def cache_key(files: list[Path]) -> str:
     return digest.hexdigest()[:24]
 
 
-def _files_key(files: list[Path]) -> str | None:
+def files_key(files: list[Path]) -> str | None:
+    """The files' digest (Dataset.source), None when the cache is off (not even the digest is taken)
+    or a file cannot be read (the parser then says what is wrong)."""
+    if cache_dir() is None:
+        return None
     try:
         return cache_key(files)
-    except OSError:  # a file vanished or cannot be read: no cache, the parser says what is wrong
+    except OSError:
         return None
 
 
@@ -95,13 +99,10 @@ def _write(entry: Path, arrays: dict, pattern: str) -> None:
         pass  # a cache that cannot be written is only a slower next start
 
 
-def load(files: list[Path]):
-    """The Dataset parsed from exactly these files before, or None."""
+def load(key: str | None):
+    """The Dataset parsed before from the files whose digest is `key` (files_key), or None."""
     from recsys_kit.data.dataset import Dataset
 
-    if cache_dir() is None:  # off: not even the files' digest
-        return None
-    key = _files_key(files)
     arrays = load_arrays("dataset", key)
     if arrays is None:
         return None
@@ -123,12 +124,10 @@ def load(files: list[Path]):
         return None  # damaged or from another version: parse again
 
 
-def store(files: list[Path], dataset) -> None:
-    """Keep the parsed Dataset for the next command on the same files (best effort)."""
-    key = None if cache_dir() is None else _files_key(files)
+def store(key: str | None, dataset) -> None:
+    """Keep the parsed Dataset under its files' digest for the next command on them (best effort)."""
     if key is None:
         return
-    dataset.source = key
     arrays = {"indptr": dataset.matrix.indptr, "indices": dataset.matrix.indices,
               "times": dataset.times.data, "user_ids": dataset.user_ids, "item_ids": dataset.item_ids}
     for name, matrix in dataset.item_features.items():

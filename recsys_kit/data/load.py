@@ -151,14 +151,15 @@ def load_dataset(data_dir: Path) -> Dataset:
     if not data_dir.is_dir():
         raise DataError(f"{data_dir}: not a directory; pass the folder that holds {RATINGS_FILE}")
     side_paths = {name: data_dir / f"{name}.tsv" for name in SIDE_FILES if (data_dir / f"{name}.tsv").exists()}
-    files = [data_dir / RATINGS_FILE, *side_paths.values()]
-    if files[0].is_file() and all(path.is_file() for path in side_paths.values()):
-        cached = data_cache.load(files)
-        if cached is not None:
-            return cached
+    # One digest of the files keys both the lookup and the store (a tenth of a second per 100 MB).
+    key = data_cache.files_key([data_dir / RATINGS_FILE, *side_paths.values()])
+    cached = data_cache.load(key)
+    if cached is not None:
+        return cached
     dataset = load_ratings(data_dir / RATINGS_FILE)
     for name, path in side_paths.items():
         load_side_file(path, name, dataset)
     dataset.summary["side_files"] = sorted(dataset.item_features)
-    data_cache.store(files, dataset)
+    dataset.source = key
+    data_cache.store(key, dataset)
     return dataset
